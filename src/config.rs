@@ -1,0 +1,216 @@
+//! `Config`: the settings shared by every file-backed handle.
+
+use std::io;
+use std::time::Duration;
+
+use crate::error::os_msg;
+
+/// What `force` asks the kernel for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `fdatasync`: data and the metadata needed to read it back (the default).
+    #[default]
+    Data,
+    /// `fsync`: data and all metadata.
+    All,
+}
+
+/// Which engine performs the write-back of a [`WriteBehindFile`](crate::WriteBehindFile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// io_uring when the kernel allows it (probed at open), else [`Backend::Threads`].
+    #[default]
+    Auto,
+    /// io_uring only; open fails if it is unavailable.
+    IoUring,
+    /// `pwritev`/`fdatasync` on background threads: same contract, no io_uring.
+    Threads,
+}
+
+/// Settings for opening a file-backed handle. A builder: start from `Config::default()`
+/// and chain setters. Values are checked when a handle is opened; nonsense (zero sizes,
+/// a queue deeper than the ring, a non-power-of-two ring) fails with `InvalidInput`.
+///
+/// ```
+/// use writebehind::{Config, SyncMode};
+/// let cfg = Config::default()
+///     .direct_io(true)
+///     .sync(SyncMode::All)
+///     .buffer_bytes(16 << 20)
+///     .queue_depth(16);
+/// assert!(cfg.validate().is_ok());
+/// assert!(Config::default().buffer_bytes(0).validate().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub(crate) direct_io: bool,
+    pub(crate) sync: SyncMode,
+    pub(crate) backend: Backend,
+    pub(crate) buffer_bytes: usize,
+    pub(crate) max_blocks: usize,
+    pub(crate) queue_depth: u32,
+    pub(crate) max_write_bytes: Option<usize>,
+    pub(crate) max_dirty_age: Duration,
+    pub(crate) ring_entries: u32,
+    pub(crate) register_buffers: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            direct_io: false,
+            sync: SyncMode::Data,
+            backend: Backend::Auto,
+            buffer_bytes: 64 << 20,
+            max_blocks: 65_536,
+            queue_depth: 32,
+            max_write_bytes: None,
+            max_dirty_age: Duration::from_millis(5),
+            ring_entries: 128,
+            register_buffers: false,
+        }
+    }
+}
+
+/// The most bytes any single budget may be set to (1 TiB): larger is surely a mistake.
+const MAX_BYTES: usize = 1 << 40;
+
+impl Config {
+    /// Open with `O_DIRECT` (default `false`). Writes must then be aligned to the file's
+    /// direct-I/O alignment.
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
+        self
+    }
+
+    /// `fdatasync` or `fsync` for `force` (default [`SyncMode::Data`]).
+    pub fn sync(mut self, mode: SyncMode) -> Self {
+        self.sync = mode;
+        self
+    }
+
+    /// The write-back engine (default [`Backend::Auto`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Most bytes of buffers held in memory before writers wait (default 64 MiB).
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
+        self
+    }
+
+    /// Most buffered blocks before writers wait (default 65,536).
+    pub fn max_blocks(mut self, blocks: usize) -> Self {
+        self.max_blocks = blocks;
+        self
+    }
+
+    /// Most writes in flight at once (default 32).
+    pub fn queue_depth(mut self, depth: u32) -> Self {
+        self.queue_depth = depth;
+        self
+    }
+
+    /// Largest single merged write (default: the device's `max_sectors_kb`, else 1 MiB).
+    pub fn max_write_bytes(mut self, bytes: usize) -> Self {
+        self.max_write_bytes = Some(bytes);
+        self
+    }
+
+    /// Longest a dirty block waits before write-back starts on its own (default 5 ms).
+    pub fn max_dirty_age(mut self, age: Duration) -> Self {
+        self.max_dirty_age = age;
+        self
+    }
+
+    /// Submission-queue entries of the io_uring ring, a power of two (default 128).
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
+        self
+    }
+
+    /// Register the buffer arena with io_uring (default `false`); falls back to plain
+    /// vectored writes when the locked-memory limit refuses it.
+    pub fn register_buffers(mut self, on: bool) -> Self {
+        self.register_buffers = on;
+        self
+    }
+
+    /// Whether `O_DIRECT` is requested.
+    pub fn is_direct_io(&self) -> bool {
+        self.direct_io
+    }
+
+    /// The sync mode used by `force`.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
+    /// The requested backend.
+    pub fn backend_choice(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks every setting; the error (`InvalidInput`) names the first bad one.
+    pub fn validate(&self) -> io::Result<()> {
+        let bad = |what: String| Err(os_msg(libc::EINVAL, format!("invalid Config: {what}")));
+        if self.buffer_bytes == 0 || self.buffer_bytes > MAX_BYTES {
+            return bad(format!("buffer_bytes {} must be in 1..=1 TiB", self.buffer_bytes));
+        }
+        if self.max_blocks == 0 || self.max_blocks > 1 << 32 {
+            return bad(format!("max_blocks {} must be in 1..=2^32", self.max_blocks));
+        }
+        if self.queue_depth == 0 || self.queue_depth > 4096 {
+            return bad(format!("queue_depth {} must be in 1..=4096", self.queue_depth));
+        }
+        if !self.ring_entries.is_power_of_two() || self.ring_entries > 32_768 {
+            return bad(format!(
+                "ring_entries {} must be a power of two up to 32768",
+                self.ring_entries
+            ));
+        }
+        if self.queue_depth > self.ring_entries {
+            return bad(format!(
+                "queue_depth {} exceeds ring_entries {}",
+                self.queue_depth, self.ring_entries
+            ));
+        }
+        if let Some(w) = self.max_write_bytes {
+            if w == 0 || w > 1 << 30 {
+                return bad(format!("max_write_bytes {w} must be in 1..=1 GiB"));
+            }
+        }
+        if self.max_dirty_age.is_zero() || self.max_dirty_age > Duration::from_secs(3600) {
+            return bad(format!(
+                "max_dirty_age {:?} must be between 1 ns and 1 hour",
+                self.max_dirty_age
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_nonsense_is_not() {
+        assert!(Config::default().validate().is_ok());
+        for bad in [
+            Config::default().buffer_bytes(0),
+            Config::default().max_blocks(0),
+            Config::default().queue_depth(0),
+            Config::default().ring_entries(100),
+            Config::default().queue_depth(256).ring_entries(128),
+            Config::default().max_write_bytes(0),
+            Config::default().max_dirty_age(Duration::ZERO),
+            Config::default().buffer_bytes(usize::MAX),
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+}

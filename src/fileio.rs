@@ -1,0 +1,125 @@
+//! Plain file I/O shared by the file-backed handles: opening, direct-I/O alignment
+//! discovery, whole-buffer positioned reads and writes, and sync.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use crate::aligned::{align_up, AlignedBuf};
+use crate::config::{Config, SyncMode};
+
+/// Opens (or, with `create`, creates or truncates) `path` for reading and writing, with
+/// `O_DIRECT` when the config asks for it. The OS error comes back unchanged.
+pub(crate) fn open(path: &Path, cfg: &Config, create: bool) -> io::Result<File> {
+    cfg.validate()?;
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true);
+    if create {
+        opts.create(true).truncate(true);
+    }
+    if cfg.direct_io {
+        opts.custom_flags(libc::O_DIRECT);
+    }
+    opts.open(path)
+}
+
+/// The direct-I/O alignment for `file` (memory, offset and length): `statx`'s
+/// `STATX_DIOALIGN` when the kernel and filesystem report it, else the device's logical
+/// block size from sysfs, else 512.
+pub(crate) fn dio_alignment(file: &File) -> usize {
+    statx_dio_align(file)
+        .or_else(|| sysfs_queue_value(file, "logical_block_size"))
+        .filter(|a| a.is_power_of_two())
+        .unwrap_or(512)
+}
+
+/// The largest single write the device takes (`max_sectors_kb`), else 1 MiB.
+pub(crate) fn device_max_write(file: &File) -> usize {
+    sysfs_queue_value(file, "max_sectors_kb")
+        .map(|kb| kb * 1024)
+        .filter(|&b| b >= 4096)
+        .unwrap_or(1 << 20)
+}
+
+fn statx_dio_align(file: &File) -> Option<usize> {
+    // SAFETY: statx only writes into `stx`, a plain-old-data struct we own; the empty
+    // path with AT_EMPTY_PATH makes it describe the open fd.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 {
+        return None;
+    }
+    let align = stx.stx_dio_mem_align.max(stx.stx_dio_offset_align) as usize;
+    (align > 0).then_some(align)
+}
+
+/// A number from `/sys/dev/block/MAJ:MIN/queue/NAME` (or the parent device's queue, for
+/// a partition) of the device holding `file`.
+fn sysfs_queue_value(file: &File, name: &str) -> Option<usize> {
+    let dev = file.metadata().ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let base = format!("/sys/dev/block/{major}:{minor}");
+    [format!("{base}/queue/{name}"), format!("{base}/../queue/{name}")]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Writes all of `data` at `offset`, retrying short writes and `EINTR`.
+pub(crate) fn pwrite_all(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    file.write_all_at(data, offset)
+}
+
+/// Reads `buf.len()` bytes at `offset`; bytes past the end of the file read as zeros.
+pub(crate) fn pread_zero_fill(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(())
+}
+
+/// [`pread_zero_fill`] for an `O_DIRECT` file: reads the aligned span around the range
+/// into an aligned bounce buffer, then copies the requested bytes out.
+pub(crate) fn pread_direct(file: &File, align: usize, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let a = align as u64;
+    let first = offset / a * a;
+    let span = align_up((offset - first) as usize + buf.len(), align);
+    let mut bounce = AlignedBuf::zeroed(span, align);
+    pread_zero_fill(file, bounce.as_mut_slice(), first)?;
+    let skip = (offset - first) as usize;
+    buf.copy_from_slice(&bounce.as_slice()[skip..skip + buf.len()]);
+    Ok(())
+}
+
+/// `fdatasync` or `fsync`, per `mode`.
+pub(crate) fn sync(file: &File, mode: SyncMode) -> io::Result<()> {
+    match mode {
+        SyncMode::Data => file.sync_data(),
+        SyncMode::All => file.sync_all(),
+    }
+}
+
+/// Length of the file now.
+pub(crate) fn file_len(file: &File) -> io::Result<u64> {
+    Ok(file.metadata()?.len())
+}

@@ -1,0 +1,41 @@
+//! # writebehind
+//!
+//! A non-blocking write-behind file handle for storage engines on Linux. Writes are copied
+//! into aligned in-memory buffers and acknowledged at once; one submission thread owns an
+//! io_uring ring, writes dirty blocks back as merged vectored writes, and wakes
+//! [`force`](Handle::force) callers when their data is durable (group commit).
+//!
+//! Every handle implements the same [`Handle`] contract:
+//! - [`WriteBehindFile`]: the write-behind handle (io_uring, or a thread fallback).
+//! - [`FileHandle`]: the blocking `pread`/`pwrite` baseline.
+//! - [`MemoryHandle`]: everything in memory; the reference model.
+//!
+//! ```
+//! use writebehind::{Config, Handle, WriteBehindFile};
+//! let dir = tempfile::tempdir().unwrap();
+//! let f = WriteBehindFile::create(dir.path().join("pages"), &Config::default()).unwrap();
+//! f.write(0, &[7u8; 4096]).unwrap(); // returns after a memcpy
+//! f.force().unwrap(); // durable
+//! let stats = f.close().unwrap();
+//! assert_eq!(stats.bytes_requested, 4096);
+//! ```
+
+mod aligned;
+mod buffer;
+mod config;
+mod error;
+mod file;
+mod fileio;
+mod handle;
+mod memory;
+mod stats;
+mod wb;
+
+pub use buffer::{ReadBuffer, WriteBuffer};
+pub use config::{Backend, Config, SyncMode};
+pub use error::{errno, OsError};
+pub use file::FileHandle;
+pub use handle::Handle;
+pub use memory::MemoryHandle;
+pub use stats::{BackendKind, Stats};
+pub use wb::WriteBehindFile;
