@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::aligned::{align_up, AlignedBuf};
 use crate::config::{Config, SyncMode};
+use crate::error::os_msg;
 
 /// Opens (or, with `create`, creates or truncates) `path` for reading and writing, with
 /// `O_DIRECT` when the config asks for it. The OS error comes back unchanged.
@@ -47,6 +48,7 @@ fn statx_dio_align(file: &File) -> Option<usize> {
     // SAFETY: statx only writes into `stx`, a plain-old-data struct we own; the empty
     // path with AT_EMPTY_PATH makes it describe the open fd.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the path is a valid NUL-terminated C string.
     let rc = unsafe {
         libc::statx(
             file.as_raw_fd(),
@@ -69,10 +71,13 @@ fn sysfs_queue_value(file: &File, name: &str) -> Option<usize> {
     let dev = file.metadata().ok()?.dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let base = format!("/sys/dev/block/{major}:{minor}");
-    [format!("{base}/queue/{name}"), format!("{base}/../queue/{name}")]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .and_then(|s| s.trim().parse().ok())
+    [
+        format!("{base}/queue/{name}"),
+        format!("{base}/../queue/{name}"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|s| s.trim().parse().ok())
 }
 
 /// Writes all of `data` at `offset`, retrying short writes and `EINTR`.
@@ -96,19 +101,116 @@ pub(crate) fn pread_zero_fill(file: &File, buf: &mut [u8], offset: u64) -> io::R
 }
 
 /// [`pread_zero_fill`] for an `O_DIRECT` file: reads the aligned span around the range
-/// into an aligned bounce buffer, then copies the requested bytes out.
-pub(crate) fn pread_direct(file: &File, align: usize, buf: &mut [u8], offset: u64) -> io::Result<()> {
+/// into an aligned bounce buffer, then copies the requested bytes out. When the range and
+/// `buf` are already aligned it reads straight into `buf`.
+pub(crate) fn pread_direct(
+    file: &File,
+    align: usize,
+    buf: &mut [u8],
+    offset: u64,
+) -> io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }
     let a = align as u64;
+    if offset.is_multiple_of(a)
+        && buf.len().is_multiple_of(align)
+        && (buf.as_ptr() as usize).is_multiple_of(align)
+    {
+        return pread_direct_aligned(file, align, buf, offset);
+    }
     let first = offset / a * a;
-    let span = align_up((offset - first) as usize + buf.len(), align);
-    let mut bounce = AlignedBuf::zeroed(span, align);
-    pread_zero_fill(file, bounce.as_mut_slice(), first)?;
     let skip = (offset - first) as usize;
+    let span = skip
+        .checked_add(buf.len())
+        .filter(|&n| n <= usize::MAX - align)
+        .map(|n| align_up(n, align))
+        .ok_or_else(|| {
+            os_msg(
+                libc::EINVAL,
+                format!("read of {} bytes is too large", buf.len()),
+            )
+        })?;
+    let mut bounce = alloc_aligned(span, align)?;
+    pread_direct_aligned(file, align, bounce.as_mut_slice(), first)?;
     buf.copy_from_slice(&bounce.as_slice()[skip..skip + buf.len()]);
     Ok(())
+}
+
+/// Like [`pread_zero_fill`] for an aligned `buf` and `offset` on an `O_DIRECT` file. A
+/// direct read only comes back short at the end of the file, and a count that is not a
+/// multiple of `align` cannot be continued with `O_DIRECT` anyway, so it means EOF (a file
+/// whose length is not aligned, e.g. written without `O_DIRECT`).
+fn pread_direct_aligned(file: &File, align: usize, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                if !done.is_multiple_of(align) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(())
+}
+
+/// A zeroed [`AlignedBuf`] of `len` bytes, or `ENOMEM` (never a panic or an abort) when
+/// `len` is absurd or the memory is not there.
+pub(crate) fn alloc_aligned(len: usize, align: usize) -> io::Result<AlignedBuf> {
+    let no_mem = || os_msg(libc::ENOMEM, format!("cannot allocate a {len}-byte buffer"));
+    if len > isize::MAX as usize - align {
+        return Err(no_mem());
+    }
+    // AlignedBuf aborts when the allocator fails; for large sizes ask a fallible allocator
+    // first whether the memory can be had (small sizes cannot realistically fail).
+    if len >= 64 << 20 {
+        let mut probe: Vec<u8> = Vec::new();
+        probe.try_reserve_exact(len).map_err(|_| no_mem())?;
+    }
+    Ok(AlignedBuf::zeroed(len, align))
+}
+
+/// `EINVAL` unless `start <= stop`: the argument check every `force_range` shares.
+pub(crate) fn check_force_range(start: u64, stop: u64) -> io::Result<()> {
+    if start > stop {
+        return Err(os_msg(
+            libc::EINVAL,
+            format!("force_range: start {start} is past stop {stop}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts write-back of the dirty pages of `[start, stop)` and waits for it
+/// (`sync_file_range` with WAIT_BEFORE|WRITE|WAIT_AFTER). This does not flush the device
+/// cache or the metadata: follow it with [`sync`] for durability.
+pub(crate) fn sync_range(file: &File, start: u64, stop: u64) -> io::Result<()> {
+    // The kernel takes signed offsets; nothing can live past i64::MAX anyway.
+    let start = start.min(i64::MAX as u64) as i64;
+    let stop = stop.min(i64::MAX as u64) as i64;
+    if stop <= start {
+        return Ok(());
+    }
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    loop {
+        // SAFETY: a plain syscall on an fd that `file` keeps open; no memory is passed.
+        let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), start, stop - start, flags) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// `fdatasync` or `fsync`, per `mode`.
