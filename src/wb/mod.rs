@@ -41,5 +41,8 @@ impl Handle for WriteBehindFile {
 }
 
 mod engine;
+mod engines;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod threads;
 mod uring;

@@ -1,0 +1,460 @@
+//! Choosing and building the [`Engine`] for a handle from its [`Config`].
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use super::engine::Engine;
+#[cfg(feature = "fault-injection")]
+use super::fault::{FaultInjector, FaultyEngine};
+use super::threads::ThreadsEngine;
+use super::uring::{probe, ProbeError, UringEngine};
+use crate::config::{Backend, Config};
+use crate::error::{errno, os_msg};
+
+/// Builds the engine `cfg.backend` asks for:
+/// - [`Backend::IoUring`]: the io_uring engine, or its setup error;
+/// - [`Backend::Threads`]: the thread engine;
+/// - [`Backend::Auto`]: io_uring if [`probe`] finds it usable; if io_uring is
+///   *unavailable* (`EPERM`, `ENOSYS`, opcodes missing) it prints one line to stderr and
+///   uses the thread engine; any other probe or setup error is returned.
+///
+/// With the `fault-injection` feature and an injector, the engine is wrapped so that
+/// completions follow the injector's plan.
+///
+/// **Call this on the submission thread**: the io_uring engine binds its ring to the
+/// thread that creates it (`SINGLE_ISSUER`) and must be used and dropped there.
+pub(crate) fn open_engine(
+    file: Arc<File>,
+    cfg: &Config,
+    #[cfg(feature = "fault-injection")] injector: Option<FaultInjector>,
+) -> io::Result<Box<dyn Engine>> {
+    let engine = match cfg.backend {
+        Backend::IoUring => uring(file, cfg)?,
+        Backend::Threads => threads(file, cfg)?,
+        Backend::Auto => match probe().map(|()| uring(file.clone(), cfg)) {
+            Ok(Ok(engine)) => engine,
+            Ok(Err(e)) if !unavailable(&e) => return Err(e),
+            // The probe passed but this ring was refused as unavailable (e.g. a seccomp
+            // filter installed after an earlier probe in a forked child): fall back too.
+            Ok(Err(e)) => fall_back(file, cfg, &e.to_string())?,
+            Err(ProbeError::Unavailable(reason)) => fall_back(file, cfg, &reason)?,
+            Err(ProbeError::Failed(e)) => {
+                let code = errno(&e).unwrap_or(libc::EIO);
+                return Err(os_msg(code, format!("io_uring probe failed: {e}")));
+            }
+        },
+    };
+    #[cfg(feature = "fault-injection")]
+    let engine = match injector {
+        Some(injector) => Box::new(FaultyEngine::new(engine, injector)),
+        None => engine,
+    };
+    Ok(engine)
+}
+
+/// Worker threads for the thread engine: as many as writes may be in flight, at most 4
+/// (this is a fallback; more threads mostly contend for the same device queue).
+pub(crate) fn thread_workers(cfg: &Config) -> usize {
+    cfg.queue_depth.clamp(1, 4) as usize
+}
+
+fn uring(file: Arc<File>, cfg: &Config) -> io::Result<Box<dyn Engine>> {
+    match UringEngine::new(file, cfg.sync, cfg.ring_entries) {
+        Ok(engine) => Ok(Box::new(engine)),
+        Err(e) => {
+            let code = errno(&e).unwrap_or(libc::EIO);
+            Err(os_msg(code, format!("io_uring setup failed: {e}")))
+        }
+    }
+}
+
+fn threads(file: Arc<File>, cfg: &Config) -> io::Result<Box<dyn Engine>> {
+    Ok(Box::new(ThreadsEngine::new(
+        file,
+        cfg.sync,
+        thread_workers(cfg),
+    )?))
+}
+
+fn fall_back(file: Arc<File>, cfg: &Config, reason: &str) -> io::Result<Box<dyn Engine>> {
+    eprintln!("writebehind: io_uring unavailable ({reason}); using the threads backend");
+    threads(file, cfg)
+}
+
+/// Errors that mean "io_uring cannot be used here", as opposed to real failures.
+fn unavailable(e: &io::Error) -> bool {
+    matches!(errno(e), Some(libc::EPERM | libc::ENOSYS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::BackendKind;
+
+    fn open(cfg: &Config) -> io::Result<Box<dyn Engine>> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(File::create(dir.path().join("f")).unwrap());
+        open_engine(
+            file,
+            cfg,
+            #[cfg(feature = "fault-injection")]
+            None,
+        )
+    }
+
+    #[test]
+    fn backends_map_to_engines() {
+        let threads = open(&Config::default().backend(Backend::Threads)).unwrap();
+        assert_eq!(threads.kind(), BackendKind::Threads);
+        assert_eq!(thread_workers(&Config::default().queue_depth(1)), 1);
+        assert_eq!(thread_workers(&Config::default().queue_depth(32)), 4);
+        // This machine has io_uring (machine-limits §3): Auto and IoUring must pick it,
+        // and the probe must agree.
+        assert!(probe().is_ok(), "{:?}", probe());
+        for backend in [Backend::IoUring, Backend::Auto] {
+            let engine = open(&Config::default().backend(backend)).unwrap();
+            assert_eq!(engine.kind(), BackendKind::IoUring, "{backend:?}");
+        }
+    }
+
+    #[test]
+    fn ring_setup_errors_keep_their_errno() {
+        // More entries than the kernel allows: a setup error, reported with its errno.
+        let e = open(
+            &Config::default()
+                .backend(Backend::IoUring)
+                .ring_entries(65_536),
+        )
+        .err()
+        .expect("65536 ring entries must be refused");
+        assert_eq!(errno(&e), Some(libc::EINVAL), "{e}");
+        assert!(e.to_string().contains("io_uring setup failed"), "{e}");
+        assert!(!unavailable(&e));
+        assert!(unavailable(&io::Error::from_raw_os_error(libc::EPERM)));
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn injector_wraps_the_engine() {
+        use super::super::engine::Completion;
+        use crate::wb::fault::Fault;
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(File::create(dir.path().join("f")).unwrap());
+        let faults = FaultInjector::new();
+        faults.inject_write(0, Fault::Errno(libc::EIO));
+        let cfg = Config::default().backend(Backend::Threads);
+        let mut engine = open_engine(file, &cfg, Some(faults.clone())).unwrap();
+        let data = [1u8; 512];
+        let iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut _,
+            iov_len: data.len(),
+        };
+        // SAFETY: `iov` and `data` outlive the wait below, which returns both completions.
+        unsafe { engine.push_write(1, 0, &iov, 1, Some(2)).unwrap() };
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            engine.wait(None, &mut out).unwrap();
+        }
+        let expect = [
+            Completion {
+                user_data: 1,
+                result: -libc::EIO,
+            },
+            Completion {
+                user_data: 2,
+                result: -libc::ECANCELED,
+            },
+        ];
+        assert_eq!(out, expect);
+        assert_eq!(faults.injected().failed_writes, 1);
+    }
+}
+
+/// Checks every engine must pass, run by the tests of each engine against a real file.
+#[cfg(test)]
+pub(super) mod conformance {
+    use std::collections::HashMap;
+    use std::fs::{File, OpenOptions};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::super::engine::{Engine, RESERVED_USER_DATA};
+    use crate::aligned::AlignedBuf;
+
+    /// Builds the engine under test for a file.
+    pub(crate) type Make<'a> = &'a dyn Fn(Arc<File>) -> Box<dyn Engine>;
+
+    pub(crate) fn file_in(dir: &Path, direct: bool) -> Arc<File> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(true);
+        if direct {
+            opts.custom_flags(libc::O_DIRECT);
+        }
+        Arc::new(opts.open(dir.join("data")).unwrap())
+    }
+
+    fn iov(buf: &[u8]) -> libc::iovec {
+        libc::iovec {
+            iov_base: buf.as_ptr() as *mut _,
+            iov_len: buf.len(),
+        }
+    }
+
+    /// Waits until every user_data in `expected` completed, checking each arrives exactly
+    /// once with the expected result; fails after 5 s instead of hanging.
+    pub(crate) fn collect(engine: &mut dyn Engine, expected: &HashMap<u64, i32>) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = HashMap::new();
+        let mut out = Vec::new();
+        while seen.len() < expected.len() {
+            assert!(Instant::now() < deadline, "missing completions: {seen:?}");
+            out.clear();
+            engine
+                .wait(Some(Duration::from_millis(200)), &mut out)
+                .unwrap();
+            for c in &out {
+                let want = expected.get(&c.user_data);
+                assert_eq!(want, Some(&c.result), "unexpected completion {c:?}");
+                assert!(seen.insert(c.user_data, c.result).is_none(), "twice: {c:?}");
+            }
+        }
+        // Nothing more arrives (no duplicates in a later batch).
+        out.clear();
+        engine
+            .wait(Some(Duration::from_millis(20)), &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "extra completions: {out:?}");
+    }
+
+    /// Vectored writes at offsets, one with a linked sync, then a plain sync; the file
+    /// must hold exactly the model's bytes.
+    pub(crate) fn writes_and_syncs_land(make: Make) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = file_in(dir.path(), false);
+        let mut engine = make(file);
+        let a = vec![b'a'; 1000];
+        let b = vec![b'b'; 3000];
+        let c = vec![b'c'; 4096];
+        let d = vec![b'd'; 17];
+        let first = [iov(&a), iov(&b)]; // [0, 4000)
+        let second = [iov(&c)]; // [8192, 12288)
+        let third = [iov(&d), iov(&a), iov(&d)]; // [3990, 5024): overwrites the tail of a-b
+                                                 // SAFETY: the iovecs and buffers outlive `collect`, which returns every completion.
+        unsafe {
+            engine.push_write(1, 0, first.as_ptr(), 2, None).unwrap();
+            engine
+                .push_write(2, 8192, second.as_ptr(), 1, Some(3))
+                .unwrap();
+        }
+        let mut expected = HashMap::from([(1, 4000), (2, 4096), (3, 0)]);
+        collect(&mut *engine, &expected);
+        // Overlapping rewrite only after the first completed (the core's rule, too).
+        unsafe { engine.push_write(4, 3990, third.as_ptr(), 3, None).unwrap() };
+        engine.push_sync(5).unwrap(); // may run before or after write 4; both complete
+        expected = HashMap::from([(4, 1034), (5, 0)]);
+        collect(&mut *engine, &expected);
+        engine.push_sync(6).unwrap(); // covers everything above
+        collect(&mut *engine, &HashMap::from([(6, 0)]));
+        drop(engine);
+        let mut model = vec![0u8; 12288];
+        model[..1000].copy_from_slice(&a);
+        model[1000..4000].copy_from_slice(&b);
+        model[8192..].copy_from_slice(&c);
+        model[3990..4007].copy_from_slice(&d);
+        model[4007..5007].copy_from_slice(&a);
+        model[5007..5024].copy_from_slice(&d);
+        assert!(std::fs::read(dir.path().join("data")).unwrap() == model);
+    }
+
+    /// The waker ends an untimed wait promptly, from another thread; many wakes before a
+    /// wait coalesce into (at most) one early return; a wake before the wait is not lost.
+    pub(crate) fn waker_interrupts_wait(make: Make) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = make(file_in(dir.path(), false));
+        let waker = engine.waker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let woke_at = Instant::now();
+            waker.wake();
+            woke_at
+        });
+        let start = Instant::now();
+        let mut out = Vec::new();
+        engine.wait(None, &mut out).unwrap();
+        let returned = Instant::now();
+        let woke_at = t.join().unwrap();
+        assert!(out.is_empty());
+        assert!(returned >= woke_at, "returned before the wake");
+        assert!(
+            returned - woke_at < Duration::from_millis(500),
+            "slow wake: {:?} (waited {:?})",
+            returned - woke_at,
+            returned - start
+        );
+
+        let waker = engine.waker();
+        for _ in 0..1000 {
+            waker.wake();
+        }
+        let start = Instant::now();
+        let long = Some(Duration::from_secs(2)); // bounded, so a lost wake fails, not hangs
+        engine.wait(long, &mut out).unwrap(); // pending wake: returns at once
+        assert!(start.elapsed() < Duration::from_millis(500));
+        // The 1000 wakes were one: the next wait runs to its timeout.
+        let start = Instant::now();
+        engine
+            .wait(Some(Duration::from_millis(50)), &mut out)
+            .unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(45),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(out.is_empty());
+        // And wakes keep working after being consumed.
+        waker.wake();
+        let start = Instant::now();
+        engine.wait(long, &mut out).unwrap();
+        assert!(start.elapsed() < Duration::from_millis(500));
+    }
+
+    /// A timed wait with nothing in flight returns Ok, empty, after the timeout.
+    pub(crate) fn timeout_returns_empty(make: Make) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = make(file_in(dir.path(), false));
+        let mut out = Vec::new();
+        for ms in [0, 30] {
+            let start = Instant::now();
+            engine
+                .wait(Some(Duration::from_millis(ms)), &mut out)
+                .unwrap();
+            let took = start.elapsed();
+            assert!(out.is_empty());
+            assert!(took >= Duration::from_millis(ms), "{took:?}");
+            assert!(took < Duration::from_millis(ms + 500), "{took:?}");
+        }
+    }
+
+    /// O_DIRECT with a misaligned buffer: the write fails with EINVAL and its linked sync
+    /// is cancelled; an aligned write then succeeds with its sync.
+    pub(crate) fn misaligned_direct_write_cancels_sync(make: Make) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true);
+        opts.custom_flags(libc::O_DIRECT);
+        if let Err(e) = opts.open(dir.path().join("probe")) {
+            eprintln!("skipped: no O_DIRECT in {:?}: {e}", dir.path());
+            return;
+        }
+        let mut engine = make(file_in(dir.path(), true));
+        let buf = AlignedBuf::zeroed(8192, 4096);
+        let bad = [libc::iovec {
+            iov_base: buf.as_ptr().wrapping_add(1) as *mut _,
+            iov_len: 4096,
+        }];
+        let good = [iov(&buf.as_slice()[..4096])];
+        // SAFETY: `buf` and the iovecs outlive `collect`, which returns every completion.
+        unsafe {
+            engine.push_write(1, 0, bad.as_ptr(), 1, Some(2)).unwrap();
+        }
+        let expected = HashMap::from([(1, -libc::EINVAL), (2, -libc::ECANCELED)]);
+        collect(&mut *engine, &expected);
+        unsafe {
+            engine
+                .push_write(3, 4096, good.as_ptr(), 1, Some(4))
+                .unwrap()
+        };
+        collect(&mut *engine, &HashMap::from([(3, 4096), (4, 0)]));
+    }
+
+    /// 1000 requests (more than any ring in these tests holds) pushed before one wait:
+    /// all complete exactly once and the file holds every write.
+    pub(crate) fn burst_completes_exactly_once(make: Make) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = make(file_in(dir.path(), false));
+        const N: usize = 1000;
+        let data: Vec<Vec<u8>> = (0..N).map(|i| vec![(i % 251) as u8; 512]).collect();
+        let iovs: Vec<libc::iovec> = data.iter().map(|d| iov(d)).collect();
+        let mut expected = HashMap::new();
+        let mut ud = 0u64;
+        for (i, v) in iovs.iter().enumerate() {
+            let linked = (i % 10 == 0).then_some(ud + 1);
+            // SAFETY: `data` and `iovs` outlive `collect`, which returns every completion.
+            unsafe {
+                engine
+                    .push_write(ud, (i * 512) as u64, v, 1, linked)
+                    .unwrap()
+            };
+            expected.insert(ud, 512);
+            ud += 1;
+            if linked.is_some() {
+                expected.insert(ud, 0);
+                ud += 1;
+            }
+            if i % 100 == 99 {
+                engine.push_sync(ud).unwrap();
+                expected.insert(ud, 0);
+                ud += 1;
+            }
+        }
+        assert_eq!(expected.len(), N + N / 10 + N / 100);
+        collect(&mut *engine, &expected);
+        drop(engine);
+        let got = std::fs::read(dir.path().join("data")).unwrap();
+        assert_eq!(got.len(), N * 512);
+        for (i, chunk) in got.chunks(512).enumerate() {
+            assert!(chunk == data[i].as_slice(), "block {i}");
+        }
+    }
+
+    /// Dropping an engine with requests pushed and never waited for still performs and
+    /// finishes them (the safety net that keeps the kernel off freed memory).
+    pub(crate) fn drop_finishes_in_flight(make: Make) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = make(file_in(dir.path(), false));
+        let data = vec![7u8; 64 << 10];
+        let v = [iov(&data)];
+        for i in 0..8u64 {
+            // SAFETY: `data` and `v` outlive the engine, whose Drop waits for the writes.
+            unsafe {
+                engine
+                    .push_write(i, i * (64 << 10), v.as_ptr(), 1, Some(100 + i))
+                    .unwrap()
+            };
+        }
+        let mut out = Vec::new();
+        engine.wait(Some(Duration::ZERO), &mut out).unwrap(); // some may be submitted now
+        drop(engine);
+        let got = std::fs::read(dir.path().join("data")).unwrap();
+        assert_eq!(got.len(), 8 << 16);
+        assert!(got.iter().all(|&b| b == 7));
+    }
+
+    /// The reserved user_data is refused with EINVAL and nothing is queued.
+    pub(crate) fn reserved_user_data_is_refused(make: Make) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = make(file_in(dir.path(), false));
+        let data = [1u8; 8];
+        let v = [iov(&data)];
+        let err = |r: std::io::Result<()>| crate::errno(&r.unwrap_err());
+        assert_eq!(
+            err(engine.push_sync(RESERVED_USER_DATA)),
+            Some(libc::EINVAL)
+        );
+        // SAFETY: refused before anything is queued; `data` outlives the call anyway.
+        unsafe {
+            let r = engine.push_write(RESERVED_USER_DATA, 0, v.as_ptr(), 1, None);
+            assert_eq!(err(r), Some(libc::EINVAL));
+            let r = engine.push_write(1, 0, v.as_ptr(), 1, Some(RESERVED_USER_DATA));
+            assert_eq!(err(r), Some(libc::EINVAL));
+        }
+        let mut out = Vec::new();
+        engine
+            .wait(Some(Duration::from_millis(10)), &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "{out:?}");
+    }
+}

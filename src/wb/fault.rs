@@ -1,0 +1,499 @@
+//! Fault injection at the completion layer (feature `fault-injection`, for tests).
+//!
+//! A [`FaultInjector`] holds a plan shared between a test and the handle it configures;
+//! the engine wrapper `FaultyEngine` rewrites the completions of the real engine by that
+//! plan. The real I/O always happens first and only its reported result changes, so a
+//! faulted write is idempotent to retry (it rewrites bytes that are already there), and
+//! a faulted sync really did sync (tests of error paths must not rely on the opposite).
+//!
+//! Realism: a write whose result becomes anything but its full length also turns its
+//! linked sync (if any) into `-ECANCELED`, as the kernel cancels the rest of an `IO_LINK`
+//! chain; a short write reports `min(bytes, real)` bytes; an errno replaces the result.
+//!
+//! Typical use: `let faults = FaultInjector::new();` put in the handle's `Config`, then
+//! `faults.inject_write(0, Fault::Short { bytes: 512 })` (the next write reports 512 bytes),
+//! `faults.inject_sync(0, libc::EIO)`, and check `faults.injected()` afterwards.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::engine::{Completion, Engine, Waker};
+use crate::stats::BackendKind;
+
+/// What to do to one write completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Report at most `bytes` written (`min(bytes, real)`; a real error stays an error).
+    Short {
+        /// Bytes to report.
+        bytes: u32,
+    },
+    /// Report `-errno` (a positive errno such as `libc::EIO`, `libc::ENOSPC`,
+    /// `libc::EAGAIN`).
+    Errno(i32),
+}
+
+/// How many faults were applied so far, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Write completions shortened by [`Fault::Short`] (only when that changed the result).
+    pub short_writes: u64,
+    /// Write completions replaced by an errno.
+    pub failed_writes: u64,
+    /// Sync completions replaced by an errno.
+    pub failed_syncs: u64,
+    /// Linked syncs turned into `-ECANCELED` because their write was faulted.
+    pub cancelled_syncs: u64,
+}
+
+impl Injected {
+    /// All faults applied, of every kind.
+    pub fn total(&self) -> u64 {
+        self.short_writes + self.failed_writes + self.failed_syncs + self.cancelled_syncs
+    }
+}
+
+#[derive(Default)]
+struct Plan {
+    writes_seen: u64,
+    syncs_seen: u64,
+    write_faults: BTreeMap<u64, Fault>,
+    sync_faults: BTreeMap<u64, i32>,
+    fail_writes_from: Option<(u64, i32)>,
+    fail_syncs_from: Option<(u64, i32)>,
+    injected: Injected,
+}
+
+/// A test-controlled plan of faults for one or more handles, shared by clones.
+///
+/// Write and sync completions are numbered separately in the order the engine returns
+/// them; `n` in the methods below counts from the next one (0 = the next completion).
+/// Every write completion counts, resubmissions included. Sync completions count except
+/// those the injector itself cancelled (a linked sync after a faulted write), so an
+/// injected sync fault always lands on a sync that really ran.
+///
+/// Equality is identity: two injectors are equal when they share a plan.
+#[derive(Clone, Default)]
+pub struct FaultInjector {
+    plan: Arc<Mutex<Plan>>,
+}
+
+impl FaultInjector {
+    /// An injector with an empty plan (it changes nothing until told to).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn plan(&self) -> MutexGuard<'_, Plan> {
+        self.plan.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `fault` to the `n`-th write completion from now (0 = the next one).
+    pub fn inject_write(&self, n: u64, fault: Fault) {
+        let mut plan = self.plan();
+        let at = plan.writes_seen.saturating_add(n);
+        plan.write_faults.insert(at, fault);
+    }
+
+    /// Makes the `n`-th sync completion from now report `-errno`.
+    pub fn inject_sync(&self, n: u64, errno: i32) {
+        let mut plan = self.plan();
+        let at = plan.syncs_seen.saturating_add(n);
+        plan.sync_faults.insert(at, errno);
+    }
+
+    /// Makes every write completion from the `n`-th from now on report `-errno`
+    /// (a failing device). Individual [`inject_write`](Self::inject_write) faults win.
+    pub fn fail_all_writes_from(&self, n: u64, errno: i32) {
+        let mut plan = self.plan();
+        plan.fail_writes_from = Some((plan.writes_seen.saturating_add(n), errno));
+    }
+
+    /// Makes every sync completion from the `n`-th from now on report `-errno`.
+    pub fn fail_all_syncs_from(&self, n: u64, errno: i32) {
+        let mut plan = self.plan();
+        plan.fail_syncs_from = Some((plan.syncs_seen.saturating_add(n), errno));
+    }
+
+    /// Drops every fault not applied yet; counters are kept.
+    pub fn clear(&self) {
+        let mut plan = self.plan();
+        plan.write_faults.clear();
+        plan.sync_faults.clear();
+        plan.fail_writes_from = None;
+        plan.fail_syncs_from = None;
+    }
+
+    /// The faults applied so far.
+    pub fn injected(&self) -> Injected {
+        self.plan().injected
+    }
+
+    /// Write completions seen so far (faulted or not).
+    pub fn writes_seen(&self) -> u64 {
+        self.plan().writes_seen
+    }
+
+    /// Sync completions seen so far (faulted or not; see the type docs).
+    pub fn syncs_seen(&self) -> u64 {
+        self.plan().syncs_seen
+    }
+}
+
+impl PartialEq for FaultInjector {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.plan, &other.plan)
+    }
+}
+
+impl Eq for FaultInjector {}
+
+impl fmt::Debug for FaultInjector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plan = self.plan();
+        f.debug_struct("FaultInjector")
+            .field("writes_seen", &plan.writes_seen)
+            .field("syncs_seen", &plan.syncs_seen)
+            .field("pending_write_faults", &plan.write_faults.len())
+            .field("pending_sync_faults", &plan.sync_faults.len())
+            .field("fail_writes_from", &plan.fail_writes_from)
+            .field("fail_syncs_from", &plan.fail_syncs_from)
+            .field("injected", &plan.injected)
+            .finish()
+    }
+}
+
+/// What the wrapper remembers about a request until its completion.
+enum Tracked {
+    Write { len: u64, linked_sync: Option<u64> },
+    Sync { cancel: bool },
+}
+
+/// An [`Engine`] that rewrites the completions of another by a [`FaultInjector`]'s plan.
+pub(crate) struct FaultyEngine {
+    inner: Box<dyn Engine>,
+    injector: FaultInjector,
+    tracked: HashMap<u64, Tracked>,
+}
+
+impl FaultyEngine {
+    pub(crate) fn new(inner: Box<dyn Engine>, injector: FaultInjector) -> Self {
+        FaultyEngine {
+            inner,
+            injector,
+            tracked: HashMap::new(),
+        }
+    }
+
+    fn rewrite(&mut self, plan: &mut Plan, c: &mut Completion) {
+        match self.tracked.remove(&c.user_data) {
+            Some(Tracked::Write { len, linked_sync }) => {
+                let index = plan.writes_seen;
+                plan.writes_seen += 1;
+                let fault = plan.write_faults.remove(&index).or_else(|| {
+                    plan.fail_writes_from
+                        .and_then(|(from, errno)| (index >= from).then_some(Fault::Errno(errno)))
+                });
+                match fault {
+                    Some(Fault::Short { bytes }) if c.result >= 0 => {
+                        let short = c.result.min(i32::try_from(bytes).unwrap_or(i32::MAX));
+                        if short != c.result {
+                            c.result = short;
+                            plan.injected.short_writes += 1;
+                        }
+                    }
+                    Some(Fault::Short { .. }) | None => {}
+                    Some(Fault::Errno(errno)) => {
+                        c.result = -errno;
+                        plan.injected.failed_writes += 1;
+                    }
+                }
+                let complete = c.result >= 0 && c.result as u64 == len;
+                if let (false, Some(sync_ud)) = (complete, linked_sync) {
+                    if let Some(Tracked::Sync { cancel }) = self.tracked.get_mut(&sync_ud) {
+                        *cancel = true;
+                    }
+                }
+            }
+            Some(Tracked::Sync { cancel: true }) => {
+                let real = std::mem::replace(&mut c.result, -libc::ECANCELED);
+                plan.injected.cancelled_syncs += u64::from(real != -libc::ECANCELED);
+            }
+            Some(Tracked::Sync { cancel: false }) => {
+                let index = plan.syncs_seen;
+                plan.syncs_seen += 1;
+                let errno = plan.sync_faults.remove(&index).or_else(|| {
+                    plan.fail_syncs_from
+                        .and_then(|(from, errno)| (index >= from).then_some(errno))
+                });
+                if let Some(errno) = errno {
+                    c.result = -errno;
+                    plan.injected.failed_syncs += 1;
+                }
+            }
+            // Not pushed through this wrapper: leave it alone.
+            None => {}
+        }
+    }
+}
+
+impl Engine for FaultyEngine {
+    fn kind(&self) -> BackendKind {
+        self.inner.kind()
+    }
+
+    fn waker(&self) -> Arc<dyn Waker> {
+        self.inner.waker()
+    }
+
+    unsafe fn push_write(
+        &mut self,
+        user_data: u64,
+        offset: u64,
+        iov: *const libc::iovec,
+        iovcnt: u32,
+        linked_sync: Option<u64>,
+    ) -> io::Result<()> {
+        let len = if iovcnt == 0 || iov.is_null() {
+            0
+        } else {
+            // SAFETY: the caller guarantees `iov` points to `iovcnt` valid iovecs (this
+            // method's contract, which is the inner engine's too).
+            let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
+            iovs.iter().map(|v| v.iov_len as u64).sum()
+        };
+        // SAFETY: forwarded unchanged under the same contract.
+        unsafe {
+            self.inner
+                .push_write(user_data, offset, iov, iovcnt, linked_sync)?
+        };
+        self.tracked
+            .insert(user_data, Tracked::Write { len, linked_sync });
+        if let Some(sync_ud) = linked_sync {
+            self.tracked
+                .insert(sync_ud, Tracked::Sync { cancel: false });
+        }
+        Ok(())
+    }
+
+    fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+        self.inner.push_sync(user_data)?;
+        self.tracked
+            .insert(user_data, Tracked::Sync { cancel: false });
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        let start = out.len();
+        self.inner.wait(timeout, out)?;
+        if out.len() > start {
+            let injector = self.injector.clone();
+            let mut plan = injector.plan();
+            for c in &mut out[start..] {
+                self.rewrite(&mut plan, c);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// Completes every request in full (writes: the iovecs' length; syncs: 0) on `wait`,
+    /// writes before their linked sync, like a healthy device.
+    #[derive(Default)]
+    struct FakeEngine {
+        queued: VecDeque<Completion>,
+    }
+
+    struct NoWake;
+    impl Waker for NoWake {
+        fn wake(&self) {}
+    }
+
+    impl Engine for FakeEngine {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Threads
+        }
+        fn waker(&self) -> Arc<dyn Waker> {
+            Arc::new(NoWake)
+        }
+        unsafe fn push_write(
+            &mut self,
+            user_data: u64,
+            _offset: u64,
+            iov: *const libc::iovec,
+            iovcnt: u32,
+            linked_sync: Option<u64>,
+        ) -> io::Result<()> {
+            // SAFETY: the tests pass valid iovec arrays.
+            let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
+            let len: usize = iovs.iter().map(|v| v.iov_len).sum();
+            self.queued.push_back(Completion {
+                user_data,
+                result: len as i32,
+            });
+            if let Some(ud) = linked_sync {
+                self.queued.push_back(Completion {
+                    user_data: ud,
+                    result: 0,
+                });
+            }
+            Ok(())
+        }
+        fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+            self.queued.push_back(Completion {
+                user_data,
+                result: 0,
+            });
+            Ok(())
+        }
+        fn wait(&mut self, _: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+            out.extend(self.queued.drain(..));
+            Ok(())
+        }
+    }
+
+    struct Rig {
+        engine: FaultyEngine,
+        data: Vec<u8>,
+        iov: [libc::iovec; 2],
+    }
+
+    impl Rig {
+        fn new(faults: &FaultInjector) -> Self {
+            let mut rig = Rig {
+                engine: FaultyEngine::new(Box::<FakeEngine>::default(), faults.clone()),
+                data: vec![0u8; 8192],
+                iov: [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; 2],
+            };
+            for (i, v) in rig.iov.iter_mut().enumerate() {
+                v.iov_base = rig.data[i * 4096..].as_mut_ptr().cast();
+                v.iov_len = 4096;
+            }
+            rig
+        }
+
+        /// Pushes an 8 KiB write (two iovecs) and returns the completions of one wait.
+        fn write(&mut self, ud: u64, linked_sync: Option<u64>) -> Vec<Completion> {
+            // SAFETY: `iov` and `data` live in `self` and outlive the synchronous fake.
+            unsafe {
+                self.engine
+                    .push_write(ud, 0, self.iov.as_ptr(), 2, linked_sync)
+                    .unwrap()
+            };
+            self.wait()
+        }
+
+        fn sync(&mut self, ud: u64) -> Vec<Completion> {
+            self.engine.push_sync(ud).unwrap();
+            self.wait()
+        }
+
+        fn wait(&mut self) -> Vec<Completion> {
+            let mut out = Vec::new();
+            self.engine.wait(None, &mut out).unwrap();
+            out
+        }
+    }
+
+    fn c(user_data: u64, result: i32) -> Completion {
+        Completion { user_data, result }
+    }
+
+    #[test]
+    fn no_plan_changes_nothing() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        assert_eq!(rig.write(1, Some(2)), [c(1, 8192), c(2, 0)]);
+        assert_eq!(rig.sync(3), [c(3, 0)]);
+        assert_eq!(faults.injected(), Injected::default());
+        assert_eq!((faults.writes_seen(), faults.syncs_seen()), (1, 2));
+    }
+
+    #[test]
+    fn short_write_cancels_its_linked_sync_only() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        faults.inject_write(1, Fault::Short { bytes: 4096 });
+        assert_eq!(rig.write(1, Some(2)), [c(1, 8192), c(2, 0)]); // index 0: untouched
+        assert_eq!(rig.write(3, Some(4)), [c(3, 4096), c(4, -libc::ECANCELED)]);
+        assert_eq!(rig.write(5, Some(6)), [c(5, 8192), c(6, 0)]); // one-shot
+        let inj = faults.injected();
+        assert_eq!(
+            (inj.short_writes, inj.cancelled_syncs, inj.total()),
+            (1, 1, 2)
+        );
+        // A short fault larger than the real result changes nothing.
+        faults.inject_write(0, Fault::Short { bytes: 100_000 });
+        assert_eq!(rig.write(7, Some(8)), [c(7, 8192), c(8, 0)]);
+        assert_eq!(faults.injected().total(), 2);
+    }
+
+    #[test]
+    fn errno_write_fault_without_link_and_device_failure() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        faults.inject_write(0, Fault::Errno(libc::EAGAIN));
+        assert_eq!(rig.write(1, None), [c(1, -libc::EAGAIN)]);
+        assert_eq!(rig.write(2, None), [c(2, 8192)]); // the retry goes through
+        faults.fail_all_writes_from(1, libc::EIO);
+        assert_eq!(rig.write(3, Some(4)), [c(3, 8192), c(4, 0)]);
+        for ud in [5, 7] {
+            assert_eq!(
+                rig.write(ud, Some(ud + 1)),
+                [c(ud, -libc::EIO), c(ud + 1, -libc::ECANCELED)]
+            );
+        }
+        assert_eq!(faults.injected().failed_writes, 3);
+        assert_eq!(faults.injected().cancelled_syncs, 2);
+        faults.clear();
+        assert_eq!(rig.write(9, None), [c(9, 8192)]);
+    }
+
+    #[test]
+    fn sync_faults_skip_syncs_the_injector_cancelled() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        faults.inject_write(0, Fault::Errno(libc::ENOSPC));
+        faults.inject_sync(0, libc::EIO);
+        // The linked sync is cancelled by the write fault and does not use up the EIO ...
+        assert_eq!(
+            rig.write(1, Some(2)),
+            [c(1, -libc::ENOSPC), c(2, -libc::ECANCELED)]
+        );
+        // ... which lands on the next sync that really ran.
+        assert_eq!(rig.sync(3), [c(3, -libc::EIO)]);
+        assert_eq!(rig.sync(4), [c(4, 0)]);
+        faults.inject_sync(0, libc::ECANCELED);
+        assert_eq!(rig.write(5, Some(6)), [c(5, 8192), c(6, -libc::ECANCELED)]);
+        faults.fail_all_syncs_from(0, libc::EIO);
+        assert_eq!(rig.sync(7), [c(7, -libc::EIO)]);
+        assert_eq!(rig.sync(8), [c(8, -libc::EIO)]);
+        let inj = faults.injected();
+        assert_eq!(
+            (inj.failed_writes, inj.failed_syncs, inj.cancelled_syncs),
+            (1, 4, 1)
+        );
+        assert_eq!(faults.syncs_seen(), 5);
+    }
+
+    #[test]
+    fn identity_equality_and_debug() {
+        let a = FaultInjector::new();
+        let b = a.clone();
+        assert_eq!(a, b);
+        assert_ne!(a, FaultInjector::new());
+        a.inject_write(3, Fault::Short { bytes: 1 });
+        assert!(format!("{b:?}").contains("pending_write_faults: 1"));
+    }
+}
