@@ -134,6 +134,78 @@ mod tests {
         assert!(unavailable(&io::Error::from_raw_os_error(libc::EPERM)));
     }
 
+    /// Makes `io_uring_setup` fail with `errno` in the calling thread only (seccomp
+    /// filters without TSYNC are per thread); EPERM is what Docker's default profile does.
+    fn deny_io_uring_to_this_thread(errno: i32) {
+        let stmt = |code: u32, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let mut filter = [
+            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0), // seccomp_data.nr
+            libc::sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_io_uring_setup as u32,
+            },
+            stmt(
+                libc::BPF_RET | libc::BPF_K,
+                libc::SECCOMP_RET_ERRNO | errno as u32,
+            ),
+            stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_mut_ptr(),
+        };
+        // SAFETY: prctl with plain integers, then with a pointer to a valid BPF program
+        // that lives across the call (the kernel copies it).
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            let rc = libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &prog as *const libc::sock_fprog,
+            );
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        }
+    }
+
+    #[test]
+    fn auto_falls_back_only_when_io_uring_is_unavailable() {
+        std::thread::spawn(|| {
+            deny_io_uring_to_this_thread(libc::EPERM);
+            match probe() {
+                Err(ProbeError::Unavailable(reason)) => assert!(reason.contains("permission")),
+                other => panic!("expected Unavailable, got {other:?}"),
+            }
+            let auto = open(&Config::default()).unwrap();
+            assert_eq!(auto.kind(), BackendKind::Threads);
+            let e = open(&Config::default().backend(Backend::IoUring))
+                .err()
+                .expect("io_uring must be refused");
+            assert_eq!(errno(&e), Some(libc::EPERM), "{e}");
+        })
+        .join()
+        .unwrap();
+        // Any other setup error is a real error: reported, no silent fallback.
+        std::thread::spawn(|| {
+            deny_io_uring_to_this_thread(libc::ENOMEM);
+            assert!(matches!(probe(), Err(ProbeError::Failed(_))));
+            let e = open(&Config::default())
+                .err()
+                .expect("ENOMEM must be reported");
+            assert_eq!(errno(&e), Some(libc::ENOMEM), "{e}");
+            let threads = open(&Config::default().backend(Backend::Threads)).unwrap();
+            assert_eq!(threads.kind(), BackendKind::Threads);
+        })
+        .join()
+        .unwrap();
+    }
+
     #[cfg(feature = "fault-injection")]
     #[test]
     fn injector_wraps_the_engine() {
