@@ -153,11 +153,13 @@ impl UringEngine {
     }
 
     /// Which setup flags the kernel accepted.
+    #[cfg(test)]
     pub(crate) fn setup(&self) -> RingSetup {
         self.setup
     }
 
     /// How often the completion queue overflowed (completions were kept and flushed).
+    #[cfg(test)]
     pub(crate) fn cq_overflows(&self) -> u64 {
         self.cq_overflows
     }
@@ -370,6 +372,19 @@ fn build_ring(entries: u32) -> io::Result<(IoUring, RingSetup)> {
         }
     }
     Err(last)
+}
+
+impl std::fmt::Debug for UringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringEngine")
+            .field("setup", &self.setup)
+            .field("sq_entries", &self.ring.params().sq_entries())
+            .field("cq_entries", &self.ring.params().cq_entries())
+            .field("in_flight", &self.in_flight)
+            .field("wake_armed", &self.wake_armed)
+            .field("cq_overflows", &self.cq_overflows)
+            .finish()
+    }
 }
 
 impl Engine for UringEngine {
@@ -631,6 +646,8 @@ mod tests {
         let engine = UringEngine::new(check::file_in(dir.path(), false), SyncMode::All, 16);
         let engine = engine.unwrap();
         assert_eq!(engine.setup(), RingSetup::SingleIssuerDeferTaskrun);
+        let debug = format!("{engine:?}");
+        assert!(debug.contains("SingleIssuerDeferTaskrun") && debug.contains("in_flight: 0"));
         assert!(engine.ring.params().cq_entries() >= 32);
         assert!(probe().is_ok(), "{:?}", probe());
         assert_eq!(
