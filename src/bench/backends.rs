@@ -69,11 +69,11 @@ impl Opened {
         }
     }
 
-    /// The direct-I/O alignment the handle reports (writebehind only, for now).
+    /// The alignment the handle requires of writes (1 without O_DIRECT).
     pub fn alignment(&self) -> Option<u64> {
         match self {
             Opened::WriteBehind(h) => Some(h.alignment() as u64),
-            Opened::File(_) => None,
+            Opened::File(h) => Some(h.alignment() as u64),
             #[cfg(test)]
             Opened::Test(_) => None,
         }
