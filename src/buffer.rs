@@ -7,6 +7,17 @@ use std::sync::Arc;
 
 use crate::aligned::AlignedBuf;
 
+/// Shared, immutable bytes a [`ReadBuffer`] can borrow without copying.
+pub(crate) trait Bytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+impl Bytes for AlignedBuf {
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 /// Where a [`WriteBuffer`] puts its bytes when it is released.
 pub(crate) trait CommitSink: Sync {
     /// Stores the first `len` bytes of `buf` at `offset`. Owns `buf` from now on.
@@ -41,7 +52,12 @@ pub struct WriteBuffer<'a> {
 
 impl<'a> WriteBuffer<'a> {
     /// A guard over `buf[..len]` (zeroed here) that commits to `sink` at `offset`.
-    pub(crate) fn new(sink: &'a dyn CommitSink, offset: u64, len: usize, mut buf: AlignedBuf) -> Self {
+    pub(crate) fn new(
+        sink: &'a dyn CommitSink,
+        offset: u64,
+        len: usize,
+        mut buf: AlignedBuf,
+    ) -> Self {
         debug_assert!(buf.capacity() >= len);
         buf.as_mut_slice()[..len].fill(0);
         WriteBuffer {
@@ -112,7 +128,7 @@ impl std::fmt::Debug for WriteBuffer<'_> {
 enum ReadData {
     Owned(Vec<u8>),
     Shared {
-        buf: Arc<AlignedBuf>,
+        buf: Arc<dyn Bytes>,
         start: usize,
         len: usize,
     },
@@ -145,8 +161,8 @@ impl ReadBuffer<'_> {
     }
 
     /// A view of `buf[start..start + len]`, kept alive by the reference count.
-    pub(crate) fn shared(buf: Arc<AlignedBuf>, start: usize, len: usize) -> Self {
-        debug_assert!(start + len <= buf.capacity());
+    pub(crate) fn shared(buf: Arc<dyn Bytes>, start: usize, len: usize) -> Self {
+        debug_assert!(start + len <= buf.bytes().len());
         ReadBuffer {
             data: ReadData::Shared { buf, start, len },
             _handle: PhantomData,
@@ -159,13 +175,15 @@ impl Deref for ReadBuffer<'_> {
     fn deref(&self) -> &[u8] {
         match &self.data {
             ReadData::Owned(v) => v,
-            ReadData::Shared { buf, start, len } => &buf.as_slice()[*start..*start + *len],
+            ReadData::Shared { buf, start, len } => &buf.bytes()[*start..*start + *len],
         }
     }
 }
 
 impl std::fmt::Debug for ReadBuffer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadBuffer").field("len", &self.len()).finish()
+        f.debug_struct("ReadBuffer")
+            .field("len", &self.len())
+            .finish()
     }
 }

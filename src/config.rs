@@ -157,13 +157,22 @@ impl Config {
     pub fn validate(&self) -> io::Result<()> {
         let bad = |what: String| Err(os_msg(libc::EINVAL, format!("invalid Config: {what}")));
         if self.buffer_bytes == 0 || self.buffer_bytes > MAX_BYTES {
-            return bad(format!("buffer_bytes {} must be in 1..=1 TiB", self.buffer_bytes));
+            return bad(format!(
+                "buffer_bytes {} must be in 1..=1 TiB",
+                self.buffer_bytes
+            ));
         }
         if self.max_blocks == 0 || self.max_blocks > 1 << 32 {
-            return bad(format!("max_blocks {} must be in 1..=2^32", self.max_blocks));
+            return bad(format!(
+                "max_blocks {} must be in 1..=2^32",
+                self.max_blocks
+            ));
         }
         if self.queue_depth == 0 || self.queue_depth > 4096 {
-            return bad(format!("queue_depth {} must be in 1..=4096", self.queue_depth));
+            return bad(format!(
+                "queue_depth {} must be in 1..=4096",
+                self.queue_depth
+            ));
         }
         if !self.ring_entries.is_power_of_two() || self.ring_entries > 32_768 {
             return bad(format!(

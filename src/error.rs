@@ -97,7 +97,10 @@ mod tests {
         assert!(msg.to_string().contains("4096"));
         assert_eq!(errno(&duplicate(&msg)), Some(libc::EINVAL));
         assert_eq!(duplicate(&plain).raw_os_error(), Some(libc::EDOM));
-        assert_eq!(errno(&range_end(u64::MAX, 1).unwrap_err()), Some(libc::EINVAL));
+        assert_eq!(
+            errno(&range_end(u64::MAX, 1).unwrap_err()),
+            Some(libc::EINVAL)
+        );
         assert_eq!(range_end(1, 2).unwrap(), 3);
     }
 }

@@ -1,48 +1,519 @@
-//! `WriteBehindFile`: the io_uring write-behind handle. (Stub: the core lands shortly.)
-use std::io;
-use std::path::Path;
-use crate::buffer::{ReadBuffer, WriteBuffer};
-use crate::config::Config;
-use crate::handle::Handle;
-use crate::stats::{BackendKind, Stats};
-
-/// The write-behind handle.
-#[derive(Debug)]
-pub struct WriteBehindFile {}
-
-impl WriteBehindFile {
-    /// Opens an existing file; `end_position()` starts at its length.
-    pub fn open(_path: impl AsRef<Path>, _cfg: &Config) -> io::Result<Self> { unimplemented!() }
-    /// Creates (or truncates) a file.
-    pub fn create(_path: impl AsRef<Path>, _cfg: &Config) -> io::Result<Self> { unimplemented!() }
-    /// Statistics so far.
-    pub fn stats(&self) -> Stats { unimplemented!() }
-    /// The engine in use.
-    pub fn backend(&self) -> BackendKind { unimplemented!() }
-    /// The direct-I/O alignment writes must respect (1 when not in direct mode).
-    pub fn alignment(&self) -> usize { unimplemented!() }
-    /// Writes back everything buffered (no fsync), stops the submission thread and
-    /// returns the final statistics, or the first error not yet reported.
-    pub fn close(self) -> io::Result<Stats> { unimplemented!() }
-}
-
-impl Handle for WriteBehindFile {
-    fn start_position(&self) -> u64 { unimplemented!() }
-    fn end_position(&self) -> u64 { unimplemented!() }
-    fn write(&self, _offset: u64, _data: &[u8]) -> io::Result<()> { unimplemented!() }
-    fn append(&self, _data: &[u8]) -> io::Result<u64> { unimplemented!() }
-    fn read(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<()> { unimplemented!() }
-    fn write_buffer(&self, _offset: u64, _len: usize) -> io::Result<WriteBuffer<'_>> { unimplemented!() }
-    fn append_buffer(&self, _len: usize) -> io::Result<WriteBuffer<'_>> { unimplemented!() }
-    fn read_buffer(&self, _offset: u64, _len: usize) -> io::Result<ReadBuffer<'_>> { unimplemented!() }
-    fn force(&self) -> io::Result<()> { unimplemented!() }
-    fn force_range(&self, _start: u64, _stop: u64) -> io::Result<()> { unimplemented!() }
-    fn truncate_start(&self, _new_start: u64) -> io::Result<()> { unimplemented!() }
-}
+//! `WriteBehindFile`: the write-behind handle.
+//!
+//! Callers copy their bytes into a pooled buffer (outside any shared lock), then install
+//! it in the block index under the state lock and return. The submission thread
+//! (`submitter.rs`) writes dirty blocks back through an [`engine::Engine`] (io_uring or
+//! threads) as merged vectored writes, and serves `force` waiters with shared fsyncs.
+//! See docs/design.md for the whole picture.
 
 mod engine;
 mod engines;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+mod index;
+mod pool;
+mod state;
+mod submitter;
 mod threads;
 mod uring;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::aligned::AlignedBuf;
+use crate::buffer::{Bytes, CommitSink, ReadBuffer, WriteBuffer};
+use crate::config::Config;
+use crate::error::{edom, os, os_msg, range_end};
+use crate::fileio;
+use crate::handle::{self, Handle};
+use crate::stats::{record, BackendKind, Stats};
+use engine::Waker;
+use pool::{Pool, PoolBuf};
+use state::{Limits, State};
+
+/// The write-behind handle: `write` returns after a memcpy into an aligned buffer; one
+/// background submission thread writes dirty blocks back (merged, vectored, many in
+/// flight) through io_uring — or, where io_uring is unavailable, through a thread
+/// backend with the same contract — and `force` returns once the data is durable.
+///
+/// Share it between threads with `Arc`; every method takes `&self`.
+///
+/// ```
+/// use writebehind::{Config, Handle, WriteBehindFile};
+/// # fn main() -> std::io::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// let cfg = Config::default().buffer_bytes(8 << 20);
+/// let file = WriteBehindFile::create(dir.path().join("data"), &cfg)?;
+/// for page in 0..16u64 {
+///     file.write(page * 4096, &[page as u8; 4096])?; // a memcpy, no syscall
+/// }
+/// file.force()?; // written and fdatasync'd
+/// let mut buf = [0u8; 4096];
+/// file.read(4096, &mut buf)?;
+/// assert_eq!(buf[0], 1);
+/// let stats = file.close()?;
+/// assert!(stats.write_ops <= 16);
+/// # Ok(())
+/// # }
+/// ```
+pub struct WriteBehindFile {
+    inner: Arc<Inner>,
+    submitter: Option<JoinHandle<()>>,
+}
+
+/// What callers and the submission thread share.
+pub(crate) struct Inner {
+    state: Mutex<State>,
+    pool: Arc<Pool>,
+    file: Arc<File>,
+    start: AtomicU64,
+    end: AtomicU64,
+    waker: Arc<dyn Waker>,
+    limits: Limits,
+    /// Direct-I/O alignment writes must respect; 1 when buffered.
+    align: usize,
+    direct: bool,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_aligned(&self, offset: u64, len: usize) -> io::Result<()> {
+        let a = self.align as u64;
+        if offset % a != 0 || len as u64 % a != 0 {
+            return Err(os_msg(
+                libc::EINVAL,
+                format!(
+                    "direct I/O requires {a}-byte alignment of offset and length (offset {offset}, length {len})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A pooled buffer for `len` bytes, waiting for write-back to free space if needed.
+    fn reserve(&self, len: usize) -> io::Result<(PoolBuf, Option<Duration>)> {
+        self.pool.reserve(len, || self.waker.wake())
+    }
+
+    /// Installs a filled buffer at `offset` (`None`: at the end, as an append) and returns
+    /// where it went.
+    fn install(
+        &self,
+        offset: Option<u64>,
+        buf: PoolBuf,
+        began: Instant,
+        waited: Option<Duration>,
+    ) -> io::Result<u64> {
+        let len = buf.as_slice().len();
+        let mut st = self.lock();
+        st.check_failed()?;
+        let off = match offset {
+            Some(off) if off < st.start => return Err(edom()),
+            Some(off) => off,
+            None => {
+                self.check_aligned(st.end, len)?;
+                st.end
+            }
+        };
+        range_end(off, len)?;
+        let now = Instant::now();
+        let wake = st.install(off, Arc::new(buf), self.limits.watermark, now);
+        self.end.store(st.end, Ordering::Release);
+        let stats = &mut st.stats;
+        record(
+            &mut stats.write_ack_ns,
+            now.duration_since(began).as_nanos() as u64,
+        );
+        if let Some(w) = waited {
+            stats.backpressure_waits += 1;
+            stats.backpressure_wait_ns += w.as_nanos() as u64;
+        }
+        drop(st);
+        if wake {
+            self.waker.wake();
+        }
+        Ok(off)
+    }
+
+    fn force(&self, range: Option<(u64, u64)>) -> io::Result<()> {
+        let began = Instant::now();
+        let (key, wake) = {
+            let mut st = self.lock();
+            st.check_failed()?;
+            match st.add_waiter(range, thread::current()) {
+                None => return Ok(()),
+                Some(key) => (key, st.wants_wake(true)),
+            }
+        };
+        if wake {
+            self.waker.wake();
+        }
+        loop {
+            let mut st = self.lock();
+            if let Some(result) = st.take_result(key) {
+                record(&mut st.stats.force_ns, began.elapsed().as_nanos() as u64);
+                return result;
+            }
+            drop(st);
+            thread::park();
+        }
+    }
+
+    /// Reads `[offset, offset + buf.len())`: buffered blocks over whatever the file holds.
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = range_end(offset, buf.len())?;
+        let mut pieces = Vec::new();
+        let mut covered = 0;
+        {
+            let st = self.lock();
+            if offset < st.start || end > st.end {
+                return Err(edom());
+            }
+            for (bs, b) in st.index.overlapping(offset, end) {
+                let from = bs.max(offset);
+                let to = (bs + b.len).min(end);
+                covered += to - from;
+                pieces.push((
+                    from,
+                    Arc::clone(&b.buf),
+                    b.buf_off + (from - bs) as usize,
+                    (to - from) as usize,
+                ));
+            }
+        }
+        // Buffers are immutable once installed, so copying outside the lock is safe.
+        if covered < buf.len() as u64 {
+            if self.direct {
+                fileio::pread_direct(&self.file, self.align, buf, offset)?;
+            } else {
+                fileio::pread_zero_fill(&self.file, buf, offset)?;
+            }
+        }
+        for (from, src, at, len) in pieces {
+            let dst = (from - offset) as usize;
+            buf[dst..dst + len].copy_from_slice(&src.as_slice()[at..at + len]);
+        }
+        Ok(())
+    }
+}
+
+impl CommitSink for Inner {
+    fn commit(&self, offset: u64, len: usize, buf: AlignedBuf) -> io::Result<()> {
+        let buf = self.pool.adopt(buf, len);
+        self.install(Some(offset), buf, Instant::now(), None)
+            .map(|_| ())
+    }
+}
+
+impl WriteBehindFile {
+    /// Opens an existing file for reading and writing; `end_position()` starts at its
+    /// length. Errors from the OS (missing file, a directory, a read-only filesystem) come
+    /// back unchanged; a bad [`Config`] gives `InvalidInput`.
+    pub fn open(path: impl AsRef<Path>, cfg: &Config) -> io::Result<Self> {
+        Self::start(fileio::open(path.as_ref(), cfg, false)?, cfg)
+    }
+
+    /// Creates the file, or truncates it if it exists.
+    pub fn create(path: impl AsRef<Path>, cfg: &Config) -> io::Result<Self> {
+        Self::start(fileio::open(path.as_ref(), cfg, true)?, cfg)
+    }
+
+    fn start(file: File, cfg: &Config) -> io::Result<Self> {
+        let file = Arc::new(file);
+        let align = if cfg.direct_io {
+            fileio::dio_alignment(&file)
+        } else {
+            1
+        };
+        let max_write = cfg
+            .max_write_bytes
+            .unwrap_or_else(|| fileio::device_max_write(&file));
+        let max_write = (max_write / align).max(1) * align;
+        let len = fileio::file_len(&file)?;
+        let limits = Limits {
+            queue_depth: cfg.queue_depth as usize,
+            max_write_bytes: max_write as u64,
+            // Start write-back once a full-size write is ready (or a quarter of the
+            // budget, if that is smaller): big enough to merge, early enough to overlap.
+            watermark: (max_write as u64).min(cfg.buffer_bytes as u64 / 4).max(1),
+            max_dirty_age: cfg.max_dirty_age,
+            align: align as u64,
+        };
+
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (inner_tx, inner_rx) = mpsc::sync_channel::<Arc<Inner>>(1);
+        let engine_file = Arc::clone(&file);
+        let engine_cfg = cfg.clone();
+        let submitter = thread::Builder::new()
+            .name("writebehind-submit".into())
+            .spawn(move || {
+                // The engine is built here: an io_uring ring with SINGLE_ISSUER must be
+                // used by the thread that created it.
+                let engine = match engines::open_engine(engine_file, &engine_cfg) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok((engine.waker(), engine.kind())));
+                if let Ok(inner) = inner_rx.recv() {
+                    submitter::run(inner, engine);
+                }
+            })?;
+        let (waker, kind) = match ready_rx.recv() {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => {
+                let _ = submitter.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = submitter.join();
+                return Err(os_msg(
+                    libc::EIO,
+                    "writebehind: submission thread died at start",
+                ));
+            }
+        };
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::new(0, len, kind)),
+            pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
+            file,
+            start: AtomicU64::new(0),
+            end: AtomicU64::new(len),
+            waker,
+            limits,
+            align,
+            direct: cfg.direct_io,
+        });
+        inner_tx
+            .send(Arc::clone(&inner))
+            .map_err(|_| os_msg(libc::EIO, "writebehind: submission thread died at start"))?;
+        Ok(WriteBehindFile {
+            inner,
+            submitter: Some(submitter),
+        })
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> Stats {
+        self.inner.lock().stats.clone()
+    }
+
+    /// The engine in use (io_uring, or threads where io_uring is unavailable).
+    pub fn backend(&self) -> BackendKind {
+        self.inner.lock().stats.backend
+    }
+
+    /// The alignment writes must respect: the direct-I/O alignment, or 1 when buffered.
+    pub fn alignment(&self) -> usize {
+        self.inner.align
+    }
+
+    /// Same as [`force`](Handle::force), for code written against `std::fs::File`.
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.force()
+    }
+
+    /// Same as [`force`](Handle::force) (the sync itself follows `Config::sync`).
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.force()
+    }
+
+    /// Writes back everything still buffered (without an fsync: `force` first for
+    /// durability), stops the submission thread and returns the final statistics — or
+    /// the latched error if any write or fsync failed.
+    pub fn close(mut self) -> io::Result<Stats> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> io::Result<Stats> {
+        let Some(submitter) = self.submitter.take() else {
+            return Err(os(libc::EBADF));
+        };
+        self.inner.lock().closing = true;
+        self.inner.waker.wake();
+        if submitter.join().is_err() {
+            return Err(os_msg(libc::EIO, "writebehind: submission thread panicked"));
+        }
+        let st = self.inner.lock();
+        match st.failed {
+            Some(code) => Err(os(code)),
+            None => Ok(st.stats.clone()),
+        }
+    }
+}
+
+impl Drop for WriteBehindFile {
+    fn drop(&mut self) {
+        if self.submitter.is_some() {
+            if let Err(e) = self.shutdown() {
+                eprintln!("writebehind: closing on drop: {e}");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteBehindFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBehindFile")
+            .field("start", &self.start_position())
+            .field("end", &self.end_position())
+            .field("align", &self.inner.align)
+            .finish()
+    }
+}
+
+impl Handle for WriteBehindFile {
+    fn start_position(&self) -> u64 {
+        self.inner.start.load(Ordering::Acquire)
+    }
+
+    fn end_position(&self) -> u64 {
+        self.inner.end.load(Ordering::Acquire)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let began = Instant::now();
+        range_end(offset, data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.inner.check_aligned(offset, data.len())?;
+        if offset < self.start_position() {
+            return Err(edom());
+        }
+        let (mut buf, waited) = self.inner.reserve(data.len())?;
+        buf.as_mut_slice().copy_from_slice(data);
+        self.inner
+            .install(Some(offset), buf, began, waited)
+            .map(|_| ())
+    }
+
+    fn append(&self, data: &[u8]) -> io::Result<u64> {
+        let began = Instant::now();
+        if data.is_empty() {
+            return Ok(self.end_position());
+        }
+        self.inner.check_aligned(0, data.len())?;
+        let (mut buf, waited) = self.inner.reserve(data.len())?;
+        buf.as_mut_slice().copy_from_slice(data);
+        self.inner.install(None, buf, began, waited)
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        range_end(offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.inner.read_into(offset, buf)
+    }
+
+    fn write_buffer(&self, offset: u64, len: usize) -> io::Result<WriteBuffer<'_>> {
+        range_end(offset, len)?;
+        self.inner.check_aligned(offset, len)?;
+        if offset < self.start_position() {
+            return Err(edom());
+        }
+        self.inner.lock().check_failed()?;
+        let (buf, _) = self.inner.reserve(len)?;
+        Ok(WriteBuffer::new(
+            &*self.inner,
+            offset,
+            len,
+            buf.into_reserved(),
+        ))
+    }
+
+    fn append_buffer(&self, len: usize) -> io::Result<WriteBuffer<'_>> {
+        self.inner.check_aligned(0, len)?;
+        self.inner.lock().check_failed()?;
+        let (buf, _) = self.inner.reserve(len)?;
+        let offset = {
+            let mut st = self.inner.lock();
+            self.inner.check_aligned(st.end, len)?;
+            let off = st.end;
+            st.end = range_end(off, len)?;
+            self.inner.end.store(st.end, Ordering::Release);
+            off
+        };
+        Ok(WriteBuffer::new(
+            &*self.inner,
+            offset,
+            len,
+            buf.into_reserved(),
+        ))
+    }
+
+    fn read_buffer(&self, offset: u64, len: usize) -> io::Result<ReadBuffer<'_>> {
+        let end = range_end(offset, len)?;
+        {
+            let st = self.inner.lock();
+            if offset < st.start || end > st.end {
+                return Err(edom());
+            }
+            // Zero-copy when one buffered block holds the whole range.
+            let whole = st
+                .index
+                .overlapping(offset, end)
+                .next()
+                .filter(|(bs, b)| *bs <= offset && bs + b.len >= end && len > 0)
+                .map(|(bs, b)| (Arc::clone(&b.buf), b.buf_off + (offset - bs) as usize));
+            if let Some((buf, at)) = whole {
+                let shared: Arc<dyn Bytes> = buf;
+                return Ok(ReadBuffer::shared(shared, at, len));
+            }
+        }
+        let mut v = vec![0u8; len];
+        self.read(offset, &mut v)?;
+        Ok(ReadBuffer::owned(v))
+    }
+
+    fn force(&self) -> io::Result<()> {
+        self.inner.force(None)
+    }
+
+    fn force_range(&self, start: u64, stop: u64) -> io::Result<()> {
+        if start > stop {
+            return Err(os_msg(
+                libc::EINVAL,
+                format!("force_range: start {start} > stop {stop}"),
+            ));
+        }
+        if start == stop {
+            return self.inner.lock().check_failed();
+        }
+        self.inner.force(Some((start, stop)))
+    }
+
+    fn truncate_start(&self, new_start: u64) -> io::Result<()> {
+        let mut st = self.inner.lock();
+        if new_start > st.end {
+            return Err(edom());
+        }
+        if new_start > st.start {
+            st.truncate_start(new_start);
+            self.inner.start.store(new_start, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+impl FileExt for WriteBehindFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        handle::read_at(self, buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        handle::write_at(self, buf, offset)
+    }
+}

@@ -1,0 +1,288 @@
+//! The block index: buffered blocks keyed by start offset, never overlapping.
+//!
+//! Each block is a window `[buf_off, buf_off + len)` of an immutable shared buffer. A
+//! new write becomes a new block; blocks it overlaps are trimmed to the parts it does not
+//! cover (the pieces keep pointing into their old buffers, so nothing is copied). Ordering
+//! is by start offset only, and overlap is checked explicitly: the "overlap means equal"
+//! comparator of the original lost data.
+//!
+//! Each block carries `seq`: the oldest write whose bytes it holds that has not been
+//! written to the file. `flushing` names the in-flight write op that is writing it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::pool::PoolBuf;
+
+/// One buffered, non-overlapping byte range.
+#[derive(Clone)]
+pub(crate) struct Block {
+    pub len: u64,
+    pub buf: Arc<PoolBuf>,
+    pub buf_off: usize,
+    pub seq: u64,
+    pub flushing: Option<usize>,
+}
+
+impl Block {
+    /// The block's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf.as_slice()[self.buf_off..self.buf_off + self.len as usize]
+    }
+
+    fn piece(&self, skip: u64, len: u64) -> Block {
+        Block {
+            len,
+            buf: Arc::clone(&self.buf),
+            buf_off: self.buf_off + skip as usize,
+            seq: self.seq,
+            flushing: self.flushing,
+        }
+    }
+}
+
+/// Buffered blocks by start offset, plus the set of dirty (not yet sent) ones.
+#[derive(Default)]
+pub(crate) struct Index {
+    map: BTreeMap<u64, Block>,
+    dirty: BTreeSet<u64>,
+    dirty_bytes: u64,
+}
+
+impl Index {
+    /// Bytes in dirty blocks.
+    pub(crate) fn dirty_bytes(&self) -> u64 {
+        self.dirty_bytes
+    }
+
+    /// Number of dirty blocks.
+    pub(crate) fn dirty_count(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Number of blocks (dirty or being written).
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn put(&mut self, start: u64, block: Block) {
+        if block.flushing.is_none() {
+            self.dirty.insert(start);
+            self.dirty_bytes += block.len;
+        }
+        self.map.insert(start, block);
+    }
+
+    fn take(&mut self, start: u64) -> Option<Block> {
+        let block = self.map.remove(&start)?;
+        if block.flushing.is_none() {
+            self.dirty.remove(&start);
+            self.dirty_bytes -= block.len;
+        }
+        Some(block)
+    }
+
+    /// Stores `buf[..len]` as the newest bytes of `[off, off + len)`, written by write
+    /// number `seq`. Overlapped blocks are trimmed; a dirty block's unwritten seq passes to
+    /// the new block that replaces its bytes.
+    pub(crate) fn insert(&mut self, off: u64, len: u64, buf: Arc<PoolBuf>, seq: u64) {
+        let end = off + len;
+        let mut oldest = seq;
+        while let Some((&bs, b)) = self.map.range(..end).next_back() {
+            if bs + b.len <= off {
+                break;
+            }
+            let old = self.take(bs).expect("just found");
+            if old.flushing.is_none() {
+                oldest = oldest.min(old.seq);
+            }
+            let be = bs + old.len;
+            if be > end {
+                self.put(end, old.piece(end - bs, be - end));
+            }
+            if bs < off {
+                self.put(bs, old.piece(0, off - bs));
+            }
+        }
+        self.put(
+            off,
+            Block {
+                len,
+                buf,
+                buf_off: 0,
+                seq: oldest,
+                flushing: None,
+            },
+        );
+    }
+
+    /// Blocks overlapping `[off, end)`, in offset order, as (start, block).
+    pub(crate) fn overlapping(&self, off: u64, end: u64) -> impl Iterator<Item = (u64, &Block)> {
+        let before = self
+            .map
+            .range(..off)
+            .next_back()
+            .filter(|(s, b)| **s + b.len > off);
+        before
+            .into_iter()
+            .chain(self.map.range(off..end))
+            .map(|(s, b)| (*s, b))
+    }
+
+    /// The block starting exactly at `start`.
+    pub(crate) fn get(&self, start: u64) -> Option<&Block> {
+        self.map.get(&start)
+    }
+
+    /// Dirty block starts at or after `from`, in order.
+    pub(crate) fn dirty_from(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
+        self.dirty.range(from..).copied()
+    }
+
+    /// Marks the dirty block at `start` as being written by `op`.
+    pub(crate) fn mark_flushing(&mut self, start: u64, op: usize) -> &Block {
+        let was_dirty = self.dirty.remove(&start);
+        debug_assert!(was_dirty);
+        let b = self.map.get_mut(&start).expect("dirty block exists");
+        self.dirty_bytes -= b.len;
+        b.flushing = Some(op);
+        b
+    }
+
+    fn flushing_by(&self, op: usize, off: u64, end: u64) -> Vec<u64> {
+        self.overlapping(off, end)
+            .filter(|(_, b)| b.flushing == Some(op))
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// `op` finished writing `[off, end)`: its blocks leave the index (their bytes are in
+    /// the file now). Blocks rewritten meanwhile are newer and stay.
+    pub(crate) fn complete(&mut self, op: usize, off: u64, end: u64) {
+        for s in self.flushing_by(op, off, end) {
+            self.map.remove(&s);
+        }
+    }
+
+    /// `op` failed: its blocks become dirty again (and stay readable).
+    pub(crate) fn unflush(&mut self, op: usize, off: u64, end: u64) {
+        for s in self.flushing_by(op, off, end) {
+            let mut b = self.map.remove(&s).expect("listed");
+            b.flushing = None;
+            self.put(s, b);
+        }
+    }
+
+    /// Drops every block wholly below `new_start` without writing it.
+    pub(crate) fn drop_below(&mut self, new_start: u64) {
+        let gone: Vec<u64> = self
+            .map
+            .range(..new_start)
+            .filter(|(s, b)| **s + b.len <= new_start)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in gone {
+            self.take(s);
+        }
+    }
+
+    /// The smallest unwritten seq among dirty blocks overlapping `range` (all when `None`).
+    pub(crate) fn min_dirty_seq(&self, range: Option<(u64, u64)>) -> Option<u64> {
+        match range {
+            None => self.dirty.iter().map(|s| self.map[s].seq).min(),
+            Some((off, end)) => self
+                .overlapping(off, end)
+                .filter(|(_, b)| b.flushing.is_none())
+                .map(|(_, b)| b.seq)
+                .min(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wb::pool::Pool;
+
+    /// A reference model: the newest byte and its write seq per offset.
+    fn check(index: &Index, model: &BTreeMap<u64, (u8, u64)>) {
+        let mut prev_end = 0;
+        for (&s, b) in &index.map {
+            assert!(s >= prev_end, "blocks overlap at {s}");
+            prev_end = s + b.len;
+            for (i, &byte) in b.bytes().iter().enumerate() {
+                let (want, seq) = model[&(s + i as u64)];
+                assert_eq!(byte, want, "byte at {}", s + i as u64);
+                assert!(
+                    b.seq <= seq,
+                    "block seq {} newer than byte's write {}",
+                    b.seq,
+                    seq
+                );
+            }
+        }
+        let covered: u64 = index.map.values().map(|b| b.len).sum();
+        assert_eq!(
+            covered as usize,
+            model.len(),
+            "every written byte is in exactly one block"
+        );
+        assert_eq!(index.dirty_bytes, covered);
+    }
+
+    #[test]
+    fn random_overlapping_inserts_match_a_byte_model() {
+        let pool = Pool::new(1 << 30, 1 << 20, 1);
+        let mut index = Index::default();
+        let mut model = BTreeMap::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for seq in 1..2000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = x % 200;
+            let len = 1 + (x >> 20) % 40;
+            let byte = seq as u8;
+            let (mut b, _) = pool.reserve(len as usize, || {}).unwrap();
+            b.as_mut_slice().fill(byte);
+            index.insert(off, len, Arc::new(b), seq);
+            for o in off..off + len {
+                model.insert(o, (byte, seq));
+            }
+            check(&index, &model);
+        }
+    }
+
+    #[test]
+    fn flushing_blocks_complete_or_return_to_dirty() {
+        let pool = Pool::new(1 << 20, 100, 1);
+        let mut index = Index::default();
+        let buf = |v: u8, n: usize| {
+            let (mut b, _) = pool.reserve(n, || {}).unwrap();
+            b.as_mut_slice().fill(v);
+            Arc::new(b)
+        };
+        index.insert(0, 10, buf(1, 10), 1);
+        index.insert(10, 10, buf(2, 10), 2);
+        index.mark_flushing(0, 7);
+        assert_eq!(index.dirty_bytes(), 10);
+        // Rewrite part of the flushing block: the rewrite is dirty, the rest still flushing.
+        index.insert(5, 2, buf(3, 2), 3);
+        assert_eq!(index.min_dirty_seq(None), Some(2));
+        assert_eq!(index.min_dirty_seq(Some((0, 5))), None);
+        index.complete(7, 0, 10);
+        let starts: Vec<u64> = index.map.keys().copied().collect();
+        assert_eq!(
+            starts,
+            vec![5, 10],
+            "flushed pieces left; the rewrite stayed"
+        );
+        index.mark_flushing(5, 8);
+        index.unflush(8, 5, 7);
+        assert_eq!(index.dirty_count(), 2);
+        index.drop_below(7);
+        assert_eq!(index.len(), 1);
+        index.drop_below(15);
+        assert_eq!(index.len(), 1, "a block partly below the start is kept");
+    }
+}

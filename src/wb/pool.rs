@@ -1,0 +1,281 @@
+//! The buffer pool: aligned buffers recycled by size class, and the memory budget that
+//! makes writers wait (backpressure) instead of growing without bound.
+//!
+//! Lock order: the handle's state lock may be held while taking the pool lock (a buffer
+//! dropped under the state lock returns here), never the other way round.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::aligned::AlignedBuf;
+use crate::buffer::Bytes;
+use crate::error::os;
+
+/// Size class of a buffer holding `len` bytes: (capacity, alignment). Pages and larger
+/// are 4 KiB-aligned multiples of 4 KiB; smaller records get a power of two (at least
+/// `min_align`, the direct-I/O alignment in direct mode), naturally aligned.
+fn class(len: usize, min_align: usize) -> (usize, usize) {
+    if len >= 4096 {
+        (len.div_ceil(4096) * 4096, 4096)
+    } else {
+        let cap = len.max(min_align).max(64).next_power_of_two();
+        (cap, cap)
+    }
+}
+
+struct PoolState {
+    free: HashMap<usize, Vec<AlignedBuf>>,
+    free_bytes: usize,
+    live_bytes: usize,
+    live_count: usize,
+    /// Set when the handle failed or closed: waiting writers give up with this errno.
+    failed: Option<i32>,
+}
+
+/// Aligned buffers with a budget of `max_bytes` and `max_buffers` live at once.
+pub(crate) struct Pool {
+    state: Mutex<PoolState>,
+    space: Condvar,
+    waiting: AtomicUsize,
+    max_bytes: usize,
+    max_buffers: usize,
+    min_align: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(max_bytes: usize, max_buffers: usize, min_align: usize) -> Arc<Self> {
+        Arc::new(Pool {
+            state: Mutex::new(PoolState {
+                free: HashMap::new(),
+                free_bytes: 0,
+                live_bytes: 0,
+                live_count: 0,
+                failed: None,
+            }),
+            space: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            max_bytes,
+            max_buffers,
+            min_align,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writers currently waiting for space: the submitter flushes urgently while > 0.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Bytes held by live buffers.
+    pub(crate) fn live_bytes(&self) -> usize {
+        self.lock().live_bytes
+    }
+
+    /// A buffer for `len` bytes, waiting while the budget is spent. `on_wait` runs once
+    /// before the first wait (to wake the submitter). Returns the buffer and how long it
+    /// waited. A request larger than the whole budget is granted when nothing else is
+    /// live, so it cannot wait forever.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        len: usize,
+        on_wait: impl FnOnce(),
+    ) -> io::Result<(PoolBuf, Option<Duration>)> {
+        let (cap, align) = class(len, self.min_align);
+        let mut st = self.lock();
+        let mut waited: Option<Instant> = None;
+        let mut on_wait = Some(on_wait);
+        loop {
+            if let Some(code) = st.failed {
+                return Err(os(code));
+            }
+            let fits = st.live_count < self.max_buffers && st.live_bytes + cap <= self.max_bytes;
+            if fits || st.live_count == 0 {
+                break;
+            }
+            if waited.is_none() {
+                waited = Some(Instant::now());
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                if let Some(f) = on_wait.take() {
+                    drop(st);
+                    f();
+                    st = self.lock();
+                    continue;
+                }
+            }
+            st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if waited.is_some() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        st.live_bytes += cap;
+        st.live_count += 1;
+        let recycled = st.free.get_mut(&cap).and_then(Vec::pop);
+        let buf = match recycled {
+            Some(b) => {
+                st.free_bytes -= cap;
+                b
+            }
+            None => {
+                // Keep live + cached memory within the budget: drop cached buffers of
+                // other sizes before allocating a new one.
+                while st.free_bytes > 0 && st.live_bytes + st.free_bytes > self.max_bytes {
+                    let (&c, list) = st
+                        .free
+                        .iter_mut()
+                        .find(|(_, v)| !v.is_empty())
+                        .expect("free_bytes > 0");
+                    list.pop();
+                    st.free_bytes -= c;
+                }
+                drop(st);
+                AlignedBuf::zeroed(cap, align)
+            }
+        };
+        Ok((
+            PoolBuf {
+                buf: Some(buf),
+                len,
+                pool: Arc::clone(self),
+            },
+            waited.map(|t| t.elapsed()),
+        ))
+    }
+
+    /// Takes back ownership of a buffer given out by [`PoolBuf::into_reserved`].
+    pub(crate) fn adopt(self: &Arc<Self>, buf: AlignedBuf, len: usize) -> PoolBuf {
+        PoolBuf {
+            buf: Some(buf),
+            len,
+            pool: Arc::clone(self),
+        }
+    }
+
+    fn put(&self, buf: AlignedBuf) {
+        let cap = buf.capacity();
+        let mut st = self.lock();
+        st.live_bytes -= cap;
+        st.live_count -= 1;
+        if st.live_bytes + st.free_bytes + cap <= self.max_bytes {
+            st.free.entry(cap).or_default().push(buf);
+            st.free_bytes += cap;
+        }
+        drop(st);
+        if self.waiting() > 0 {
+            self.space.notify_all();
+        }
+    }
+
+    /// From now on `reserve` fails with `code`; waiting writers wake up and get it.
+    pub(crate) fn fail(&self, code: i32) {
+        let mut st = self.lock();
+        st.failed.get_or_insert(code);
+        drop(st);
+        self.space.notify_all();
+    }
+}
+
+/// A buffer from the pool holding `len` meaningful bytes. Mutable while owned alone;
+/// once shared (`Arc<PoolBuf>`) it is never written again, which is what lets the
+/// kernel, readers and the index all look at it at once. Dropping it returns it.
+pub(crate) struct PoolBuf {
+    buf: Option<AlignedBuf>,
+    len: usize,
+    pool: Arc<Pool>,
+}
+
+impl PoolBuf {
+    /// The meaningful bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b.as_slice()[..self.len],
+            None => &[],
+        }
+    }
+
+    /// The meaningful bytes, mutably (only before the buffer is shared).
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        match &mut self.buf {
+            Some(b) => &mut b.as_mut_slice()[..self.len],
+            None => &mut [],
+        }
+    }
+
+    /// Hands the raw buffer out (to a `WriteBuffer` guard) while it stays counted as
+    /// live; give it back with [`Pool::adopt`].
+    pub(crate) fn into_reserved(mut self) -> AlignedBuf {
+        self.buf
+            .take()
+            .expect("a PoolBuf always holds a buffer until dropped")
+    }
+}
+
+impl Bytes for PoolBuf {
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Drop for PoolBuf {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.put(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn classes_are_aligned_and_big_enough() {
+        assert_eq!(class(4, 1), (64, 64));
+        assert_eq!(class(512, 512), (512, 512));
+        assert_eq!(class(100, 512), (512, 512));
+        assert_eq!(class(4096, 512), (4096, 4096));
+        assert_eq!(class(4097, 1), (8192, 4096));
+    }
+
+    #[test]
+    fn buffers_are_recycled_and_budget_enforced() {
+        let pool = Pool::new(8192, 100, 1);
+        let (a, w) = pool.reserve(4096, || {}).unwrap();
+        assert!(w.is_none());
+        let ptr = a.as_slice().as_ptr();
+        drop(a);
+        let (b, _) = pool.reserve(4096, || {}).unwrap();
+        assert_eq!(b.as_slice().as_ptr(), ptr, "a returned buffer is reused");
+        let (c, _) = pool.reserve(4096, || {}).unwrap();
+        assert_eq!(pool.live_bytes(), 8192);
+        // The budget is spent: a third reservation waits until one is returned.
+        let p2 = Arc::clone(&pool);
+        let t = thread::spawn(move || p2.reserve(4096, || {}).map(|(_, w)| w.is_some()));
+        while pool.waiting() == 0 {
+            thread::yield_now();
+        }
+        drop(b);
+        assert!(t.join().unwrap().unwrap(), "the third writer waited");
+        drop(c);
+    }
+
+    #[test]
+    fn oversized_request_granted_when_alone_and_failure_wakes_waiters() {
+        let pool = Pool::new(4096, 1, 1);
+        let (big, _) = pool.reserve(1 << 20, || {}).unwrap();
+        let p2 = Arc::clone(&pool);
+        let t = thread::spawn(move || p2.reserve(16, || {}).err().and_then(|e| e.raw_os_error()));
+        while pool.waiting() == 0 {
+            thread::yield_now();
+        }
+        pool.fail(libc::EIO);
+        assert_eq!(t.join().unwrap(), Some(libc::EIO));
+        drop(big);
+    }
+}

@@ -1,0 +1,920 @@
+//! The write-back state machine, guarded by the handle's one state lock.
+//!
+//! Callers install blocks and register force waiters; the submission thread asks
+//! [`State::plan`] what to send and feeds completions to [`State::complete`]. Nothing
+//! here touches a ring or a file, so the whole protocol is testable with fake
+//! completions.
+//!
+//! Sequence numbers: every installed write gets the next `seq`. A block remembers the
+//! oldest seq whose bytes it holds unwritten; a write op remembers the oldest of its
+//! blocks. So "every write with seq < min_pending() has reached the file", and a sync
+//! pushed at that moment makes them all durable.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::index::Index;
+use super::pool::PoolBuf;
+use crate::error::{duplicate, os};
+use crate::stats::{record, BackendKind, Stats};
+
+/// Most iovecs in one vectored write (Linux `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+/// Resubmissions of one write that made no progress before it is declared failed.
+const MAX_RETRIES: u32 = 64;
+
+/// Fixed settings the planner needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub queue_depth: usize,
+    pub max_write_bytes: u64,
+    pub watermark: u64,
+    pub max_dirty_age: Duration,
+    /// Direct-I/O alignment (short writes resume at a multiple of it); 1 when buffered.
+    pub align: u64,
+}
+
+/// A request the submission thread must hand to the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Push {
+    Write {
+        op: usize,
+        linked_sync: Option<usize>,
+    },
+    Sync {
+        op: usize,
+    },
+}
+
+/// The iovec array of a write in flight.
+struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the iovecs point into `Arc<PoolBuf>` buffers owned by the same `WriteOp`, which
+// are immutable once shared and `Send + Sync`; the raw pointers carry no thread affinity.
+unsafe impl Send for IoVecs {}
+
+pub(crate) struct WriteOp {
+    pub offset: u64,
+    pub len: u64,
+    done: u64,
+    /// (buffer, start in buffer, length): keeps the memory alive until the completion.
+    segs: Vec<(Arc<PoolBuf>, usize, usize)>,
+    /// The iovecs of what remains to write; stable while in flight.
+    iov: IoVecs,
+    seq: u64,
+    retries: u32,
+    pushed_at: Instant,
+}
+
+impl WriteOp {
+    /// The iovec array to submit.
+    pub(crate) fn iovecs(&self) -> &[libc::iovec] {
+        &self.iov.0
+    }
+
+    /// The file offset of the first unwritten byte.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.offset + self.done
+    }
+
+    fn rebuild_iovecs(&mut self) {
+        self.iov.0.clear();
+        let mut skip = self.done as usize;
+        for (buf, start, len) in &self.segs {
+            if skip >= *len {
+                skip -= len;
+                continue;
+            }
+            let bytes = &buf.as_slice()[start + skip..start + len];
+            self.iov.0.push(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
+            skip = 0;
+        }
+    }
+}
+
+pub(crate) struct SyncOp {
+    /// Every write with seq below this had completed when the sync was pushed (or will
+    /// have, for a linked sync, if it runs at all).
+    covers: u64,
+}
+
+pub(crate) enum Op {
+    Write(WriteOp),
+    Sync(SyncOp),
+}
+
+struct Waiter {
+    target: u64,
+    range: Option<(u64, u64)>,
+    thread: Thread,
+    sync: Option<usize>,
+    result: Option<io::Result<()>>,
+}
+
+/// Everything behind the state lock.
+pub(crate) struct State {
+    pub index: Index,
+    ops: Slab<Op>,
+    /// Write ops in flight by start offset (they never overlap) -> end.
+    inflight: BTreeMap<u64, u64>,
+    writes_inflight: usize,
+    sync_inflight: Option<usize>,
+    resubmit: Vec<usize>,
+    waiters: Slab<Waiter>,
+    /// The seq of the newest installed write.
+    pub last_seq: u64,
+    /// Every write with seq below this is durable.
+    durable: u64,
+    /// The latched error (errno): writes and forces fail with it from now on.
+    pub failed: Option<i32>,
+    pub closing: bool,
+    /// The submitter waits with nothing in flight: only a wake-up or its timer rouses it.
+    pub sleeping: bool,
+    /// A wake-up was sent and the submitter has not run since.
+    pub wake_sent: bool,
+    dirty_since: Option<Instant>,
+    cursor: u64,
+    pub start: u64,
+    pub end: u64,
+    pub stats: Stats,
+}
+
+impl State {
+    pub(crate) fn new(start: u64, end: u64, backend: BackendKind) -> Self {
+        State {
+            index: Index::default(),
+            ops: Slab::new(),
+            inflight: BTreeMap::new(),
+            writes_inflight: 0,
+            sync_inflight: None,
+            resubmit: Vec::new(),
+            waiters: Slab::new(),
+            last_seq: 0,
+            durable: 1,
+            failed: None,
+            closing: false,
+            sleeping: false,
+            wake_sent: false,
+            dirty_since: None,
+            cursor: 0,
+            start,
+            end,
+            stats: Stats::new(backend),
+        }
+    }
+
+    /// Fails with the latched error, if any.
+    pub(crate) fn check_failed(&self) -> io::Result<()> {
+        match self.failed {
+            Some(code) => Err(os(code)),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores a write (already copied into `buf`) and says whether the submitter must be
+    /// woken: when dirty data appears while it sleeps (to start its age timer) or when
+    /// dirty bytes cross the watermark.
+    pub(crate) fn install(
+        &mut self,
+        off: u64,
+        buf: Arc<PoolBuf>,
+        watermark: u64,
+        now: Instant,
+    ) -> bool {
+        let len = buf.as_slice().len() as u64;
+        self.last_seq += 1;
+        self.index.insert(off, len, buf, self.last_seq);
+        self.end = self.end.max(off + len);
+        self.stats.bytes_requested += len;
+        let first_dirty = self.dirty_since.is_none();
+        if first_dirty {
+            self.dirty_since = Some(now);
+        }
+        self.wants_wake(first_dirty || self.index.dirty_bytes() >= watermark)
+    }
+
+    /// Registers a force waiter for writes up to now; `None` when already durable.
+    pub(crate) fn add_waiter(
+        &mut self,
+        range: Option<(u64, u64)>,
+        thread: Thread,
+    ) -> Option<usize> {
+        if self.durable > self.last_seq {
+            self.stats.forces_immediate += 1;
+            return None;
+        }
+        Some(self.waiters.insert(Waiter {
+            target: self.last_seq,
+            range,
+            thread,
+            sync: None,
+            result: None,
+        }))
+    }
+
+    /// The waiter's result once decided (removing the waiter).
+    pub(crate) fn take_result(&mut self, key: usize) -> Option<io::Result<()>> {
+        let r = self.waiters[key].result.take()?;
+        self.waiters.remove(key);
+        Some(r)
+    }
+
+    /// Whether a caller that just changed something must wake the submitter (and note
+    /// that it will).
+    pub(crate) fn wants_wake(&mut self, useful: bool) -> bool {
+        if useful && self.sleeping && !self.wake_sent {
+            self.wake_sent = true;
+            return true;
+        }
+        false
+    }
+
+    /// Moves the start up, dropping blocks wholly below it unwritten.
+    pub(crate) fn truncate_start(&mut self, new_start: u64) {
+        self.start = new_start;
+        self.index.drop_below(new_start);
+        if self.index.dirty_count() == 0 {
+            self.dirty_since = None;
+        }
+    }
+
+    pub(crate) fn op(&self, key: usize) -> &Op {
+        &self.ops[key]
+    }
+
+    /// True once closing and nothing is left to do (or can be done).
+    pub(crate) fn finished(&self) -> bool {
+        self.closing
+            && self.writes_inflight == 0
+            && self.sync_inflight.is_none()
+            && self.resubmit.is_empty()
+            && (self.index.dirty_count() == 0 || self.failed.is_some())
+            && !self.waiters.iter().any(|(_, w)| w.result.is_none())
+    }
+
+    /// Nothing is in flight, so only a wake-up or the timer will rouse the submitter.
+    pub(crate) fn idle(&self) -> bool {
+        self.writes_inflight == 0 && self.sync_inflight.is_none() && self.resubmit.is_empty()
+    }
+
+    /// How long the submitter may wait before dirty data becomes too old.
+    pub(crate) fn timeout(&self, lim: &Limits, now: Instant) -> Option<Duration> {
+        if self.failed.is_some() {
+            return None;
+        }
+        self.dirty_since.map(|t| {
+            (t + lim.max_dirty_age)
+                .saturating_duration_since(now)
+                .max(Duration::from_micros(50))
+        })
+    }
+
+    fn overlaps_inflight(&self, off: u64, end: u64) -> bool {
+        self.inflight
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &e)| e > off)
+    }
+
+    /// The oldest write seq not yet in the file, among blocks and write ops overlapping
+    /// `range` (everything for `None`), ignoring op `exclude`; `u64::MAX` when none.
+    fn min_pending(&self, range: Option<(u64, u64)>, exclude: Option<usize>) -> u64 {
+        let ops = self.ops.iter().filter_map(|(k, op)| match op {
+            Op::Write(w) if Some(k) != exclude => {
+                let hit = range.is_none_or(|(s, e)| w.offset < e && s < w.offset + w.len);
+                hit.then_some(w.seq)
+            }
+            _ => None,
+        });
+        ops.chain(self.index.min_dirty_seq(range))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Decides what to submit now: resubmissions, merged runs of dirty blocks, and a sync
+    /// for force waiters whose writes are (or, linked, will be) complete.
+    pub(crate) fn plan(
+        &mut self,
+        lim: &Limits,
+        now: Instant,
+        space_waiters: bool,
+        out: &mut Vec<Push>,
+    ) {
+        self.wake_sent = false;
+        for op in std::mem::take(&mut self.resubmit) {
+            if let Op::Write(w) = &mut self.ops[op] {
+                w.pushed_at = now;
+            }
+            self.stats.write_ops += 1;
+            out.push(Push::Write {
+                op,
+                linked_sync: None,
+            });
+        }
+        if self.failed.is_some() {
+            return;
+        }
+        let waiting = self
+            .waiters
+            .iter()
+            .any(|(_, w)| w.sync.is_none() && w.result.is_none());
+        let old = self
+            .dirty_since
+            .is_some_and(|t| now.duration_since(t) >= lim.max_dirty_age);
+        let flush = self.closing
+            || waiting
+            || space_waiters
+            || old
+            || self.writes_inflight > 0
+            || self.index.dirty_bytes() >= lim.watermark;
+        let mut new_ops = 0;
+        let mut last_new = None;
+        if flush {
+            // C-SCAN from the cursor, wrapping once, so no offset range starves.
+            let cursor = self.cursor;
+            for (from, until) in [(cursor, u64::MAX), (0, cursor)] {
+                let mut pos = from;
+                while self.writes_inflight < lim.queue_depth {
+                    let Some(start) = self.next_unblocked_dirty(pos, until) else {
+                        break;
+                    };
+                    let op = self.start_run(start, lim, now);
+                    let Op::Write(w) = &self.ops[op] else {
+                        unreachable!()
+                    };
+                    pos = w.offset + w.len;
+                    self.cursor = pos;
+                    new_ops += 1;
+                    last_new = Some(op);
+                    out.push(Push::Write {
+                        op,
+                        linked_sync: None,
+                    });
+                }
+            }
+            if self.index.dirty_count() == 0 {
+                self.dirty_since = None;
+            } else if old {
+                // What is left is blocked behind in-flight writes or the queue depth; it
+                // goes out as those complete.
+                self.dirty_since = Some(now);
+            }
+        }
+        if waiting && self.sync_inflight.is_none() {
+            self.plan_sync(if new_ops == 1 { last_new } else { None }, out);
+        }
+    }
+
+    fn next_unblocked_dirty(&self, from: u64, until: u64) -> Option<u64> {
+        self.index
+            .dirty_from(from)
+            .take_while(|&s| s < until)
+            .find(|&s| {
+                let b = self.index.get(s).expect("dirty block");
+                !self.overlaps_inflight(s, s + b.len)
+            })
+    }
+
+    /// Sends the dirty block at `start` and the adjacent dirty blocks after it as one
+    /// vectored write, up to the size and iovec limits.
+    fn start_run(&mut self, start: u64, lim: &Limits, now: Instant) -> usize {
+        let key = self.ops.vacant_key();
+        let mut segs = Vec::new();
+        let mut seq = u64::MAX;
+        let mut end = start;
+        loop {
+            let b = self.index.mark_flushing(end, key);
+            segs.push((Arc::clone(&b.buf), b.buf_off, b.len as usize));
+            seq = seq.min(b.seq);
+            end += b.len;
+            let next = self.index.dirty_from(end).next();
+            let Some(next_len) = next
+                .filter(|&n| n == end)
+                .map(|n| self.index.get(n).expect("dirty").len)
+            else {
+                break;
+            };
+            if end - start + next_len > lim.max_write_bytes
+                || segs.len() >= IOV_MAX
+                || self.overlaps_inflight(end, end + next_len)
+            {
+                break;
+            }
+        }
+        self.stats.write_ops += 1;
+        record(&mut self.stats.blocks_per_write, segs.len() as u64);
+        let mut w = WriteOp {
+            offset: start,
+            len: end - start,
+            done: 0,
+            segs,
+            iov: IoVecs(Vec::new()),
+            seq,
+            retries: 0,
+            pushed_at: now,
+        };
+        w.rebuild_iovecs();
+        self.inflight.insert(start, end);
+        self.writes_inflight += 1;
+        self.ops.insert(Op::Write(w))
+    }
+
+    /// Pushes one sync for every waiter it can serve: linked behind `single_new` (the
+    /// only write sent this pass) when that write is what some waiter still needs.
+    fn plan_sync(&mut self, single_new: Option<usize>, out: &mut Vec<Push>) {
+        let ready = |st: &State, exclude: Option<usize>| -> Vec<usize> {
+            st.waiters
+                .iter()
+                .filter(|(_, w)| w.sync.is_none() && w.result.is_none())
+                .filter(|(_, w)| st.min_pending(w.range, exclude) > w.target)
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let now_ready = ready(self, None);
+        let (serve, link) = match single_new {
+            Some(op) => {
+                let linked = ready(self, Some(op));
+                if linked.len() > now_ready.len() {
+                    (linked, Some(op))
+                } else {
+                    (now_ready, None)
+                }
+            }
+            None => (now_ready, None),
+        };
+        if serve.is_empty() {
+            return;
+        }
+        // Nothing pending means everything up to the newest write is in the file.
+        let covers = self.min_pending(None, link).min(self.last_seq + 1);
+        let key = self.ops.insert(Op::Sync(SyncOp { covers }));
+        for w in &serve {
+            self.waiters[*w].sync = Some(key);
+        }
+        self.sync_inflight = Some(key);
+        match link {
+            Some(op) => {
+                let last = out
+                    .iter_mut()
+                    .rev()
+                    .find(|p| matches!(p, Push::Write { op: o, .. } if *o == op));
+                *last.expect("the linked write was pushed this pass") = Push::Write {
+                    op,
+                    linked_sync: Some(key),
+                };
+            }
+            None => out.push(Push::Sync { op: key }),
+        }
+    }
+
+    /// Applies one completion. Returns true if the handle just failed.
+    pub(crate) fn complete(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
+        match &self.ops[key] {
+            Op::Write(_) => self.complete_write(key, result, lim, now),
+            Op::Sync(_) => self.complete_sync(key, result),
+        }
+    }
+
+    fn complete_write(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
+        let Op::Write(w) = &mut self.ops[key] else {
+            unreachable!()
+        };
+        let remaining = w.len - w.done;
+        if result > 0 {
+            self.stats.bytes_written += result as u64;
+        }
+        let retry = match result {
+            r if r >= 0 && r as u64 >= remaining => {
+                record(
+                    &mut self.stats.submit_to_complete_ns,
+                    now.duration_since(w.pushed_at).as_nanos() as u64,
+                );
+                let (off, end) = (w.offset, w.offset + w.len);
+                self.index.complete(key, off, end);
+                self.finish_write(key, off);
+                return;
+            }
+            r if r > 0 => {
+                // Resume at the first unwritten byte, aligned down for O_DIRECT.
+                w.done = (w.done + r as u64) / lim.align * lim.align;
+                w.retries = 0;
+                self.stats.short_writes += 1;
+                true
+            }
+            0 => true,
+            r if -r == libc::EAGAIN || -r == libc::EINTR || -r == libc::ECANCELED => {
+                self.stats.retries += 1;
+                true
+            }
+            _ => false,
+        };
+        if retry && w.retries < MAX_RETRIES {
+            w.retries += 1;
+            w.rebuild_iovecs();
+            self.resubmit.push(key);
+            return;
+        }
+        let code = if result < 0 { -result } else { libc::EIO };
+        let (off, end) = (w.offset, w.offset + w.len);
+        self.index.unflush(key, off, end);
+        self.finish_write(key, off);
+        self.fail(code);
+    }
+
+    fn finish_write(&mut self, key: usize, off: u64) {
+        self.inflight.remove(&off);
+        self.writes_inflight -= 1;
+        self.ops.remove(key);
+    }
+
+    fn complete_sync(&mut self, key: usize, result: i32) {
+        let Op::Sync(s) = self.ops.remove(key) else {
+            unreachable!()
+        };
+        self.sync_inflight = None;
+        let mine = |w: &Waiter| w.sync == Some(key) && w.result.is_none();
+        match result {
+            0 => {
+                self.durable = self.durable.max(s.covers);
+                self.stats.fsyncs += 1;
+                for (_, w) in self.waiters.iter_mut().filter(|(_, w)| mine(w)) {
+                    w.result = Some(Ok(()));
+                    w.thread.unpark();
+                    self.stats.forces_served += 1;
+                }
+            }
+            r if -r == libc::ECANCELED => {
+                // The write before it fell short: not durable. Its waiters wait for the
+                // next sync, after the remainder is written.
+                self.stats.cancelled_fsyncs += 1;
+                for (_, w) in self.waiters.iter_mut().filter(|(_, w)| mine(w)) {
+                    w.sync = None;
+                }
+            }
+            r => self.fail(if r < 0 { -r } else { libc::EIO }),
+        }
+    }
+
+    /// Latches `code`: every waiter gets it now, and writes and forces from now on.
+    /// A failed fsync is never retried (the kernel may have dropped the dirty pages).
+    pub(crate) fn fail(&mut self, code: i32) {
+        self.failed.get_or_insert(code);
+        let err = os(self.failed.expect("just set"));
+        for (_, w) in self.waiters.iter_mut().filter(|(_, w)| w.result.is_none()) {
+            w.result = Some(Err(duplicate(&err)));
+            w.sync = None;
+            w.thread.unpark();
+        }
+    }
+
+    /// Forgets every in-flight op without freeing its buffers: the kernel may still read
+    /// them and their completions will never be seen.
+    pub(crate) fn leak_in_flight(&mut self) {
+        for op in std::mem::take(&mut self.ops) {
+            std::mem::forget(op);
+        }
+        self.inflight.clear();
+        self.writes_inflight = 0;
+        self.sync_inflight = None;
+        self.resubmit.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wb::pool::Pool;
+
+    fn limits() -> Limits {
+        Limits {
+            queue_depth: 4,
+            max_write_bytes: 1 << 20,
+            watermark: 1 << 30,
+            max_dirty_age: Duration::from_secs(3600),
+            align: 1,
+        }
+    }
+
+    struct Fixture {
+        pool: Arc<Pool>,
+        st: State,
+        now: Instant,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                pool: Pool::new(1 << 24, 1 << 16, 1),
+                st: State::new(0, 0, BackendKind::Threads),
+                now: Instant::now(),
+            }
+        }
+        fn write(&mut self, off: u64, len: usize, byte: u8) {
+            let (mut b, _) = self.pool.reserve(len, || {}).unwrap();
+            b.as_mut_slice().fill(byte);
+            self.st.install(off, Arc::new(b), u64::MAX, self.now);
+        }
+        fn plan(&mut self) -> Vec<Push> {
+            let mut out = Vec::new();
+            self.st.plan(&limits(), self.now, false, &mut out);
+            out
+        }
+        fn bytes_of(&self, op: usize) -> Vec<u8> {
+            let Op::Write(w) = self.st.op(op) else {
+                panic!("not a write")
+            };
+            w.iovecs()
+                .iter()
+                // SAFETY (test): the iovecs point into buffers the op keeps alive.
+                .flat_map(|v| {
+                    unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) }
+                        .to_vec()
+                })
+                .collect()
+        }
+        fn force(&mut self) -> usize {
+            self.st
+                .add_waiter(None, std::thread::current())
+                .expect("not yet durable")
+        }
+    }
+
+    fn write_ops(pushes: &[Push]) -> Vec<usize> {
+        pushes
+            .iter()
+            .filter_map(|p| match p {
+                Push::Write { op, .. } => Some(*op),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adjacent_dirty_blocks_merge_into_one_vectored_write() {
+        let mut f = Fixture::new();
+        f.write(4096, 4096, 2);
+        f.write(0, 4096, 1);
+        f.write(8192, 4096, 3);
+        f.write(20000, 10, 9);
+        f.force();
+        let pushes = f.plan();
+        let ops = write_ops(&pushes);
+        assert_eq!(ops.len(), 2, "{pushes:?}");
+        let Op::Write(w) = f.st.op(ops[0]) else {
+            panic!()
+        };
+        assert_eq!((w.offset, w.len, w.iovecs().len()), (0, 12288, 3));
+        let bytes = f.bytes_of(ops[0]);
+        assert!(bytes[..4096].iter().all(|&b| b == 1) && bytes[8192..].iter().all(|&b| b == 3));
+        assert_eq!(f.st.stats.blocks_per_write.max(), 3);
+    }
+
+    #[test]
+    fn rewrite_in_flight_is_copy_on_write_and_waits_for_the_first_write() {
+        let mut f = Fixture::new();
+        f.write(0, 4096, 1);
+        let w = f.force();
+        let first = write_ops(&f.plan())[0];
+        // Rewrite while in flight: the in-flight iovec still shows the old bytes.
+        f.write(0, 4096, 2);
+        assert!(
+            f.bytes_of(first).iter().all(|&b| b == 1),
+            "buffer in flight was modified"
+        );
+        let w2 = f.force();
+        assert!(
+            write_ops(&f.plan()).is_empty(),
+            "a second write of the same range went out while the first is in flight"
+        );
+        f.st.complete(first, 4096, &limits(), f.now);
+        let pushes = f.plan();
+        let second = write_ops(&pushes);
+        assert_eq!(
+            second.len(),
+            1,
+            "the rewrite goes out after the first completes"
+        );
+        assert!(f.bytes_of(second[0]).iter().all(|&b| b == 2));
+        // Neither force is satisfied: the first sync (if any) was not yet completed.
+        assert!(f.st.take_result(w).is_none() && f.st.take_result(w2).is_none());
+    }
+
+    #[test]
+    fn force_waits_for_completion_then_a_later_sync() {
+        let mut f = Fixture::new();
+        f.write(0, 100, 1);
+        f.write(1000, 100, 1);
+        let w = f.force();
+        let pushes = f.plan();
+        let ops = write_ops(&pushes);
+        assert_eq!(ops.len(), 2);
+        assert!(
+            !pushes.iter().any(|p| matches!(
+                p,
+                Push::Sync { .. }
+                    | Push::Write {
+                        linked_sync: Some(_),
+                        ..
+                    }
+            )),
+            "no sync before the writes complete: {pushes:?}"
+        );
+        f.st.complete(ops[0], 100, &limits(), f.now);
+        assert!(
+            !f.plan().iter().any(|p| matches!(p, Push::Sync { .. })),
+            "one write still in flight"
+        );
+        f.st.complete(ops[1], 100, &limits(), f.now);
+        let pushes = f.plan();
+        let [Push::Sync { op: sync }] = pushes[..] else {
+            panic!("{pushes:?}")
+        };
+        assert!(
+            f.st.take_result(w).is_none(),
+            "woken before the sync completed"
+        );
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        assert!(
+            f.st.add_waiter(None, std::thread::current()).is_none(),
+            "nothing new to force"
+        );
+        // A later write needs a later sync: the first one does not cover it.
+        f.write(0, 100, 2);
+        assert!(
+            f.st.add_waiter(None, std::thread::current()).is_some(),
+            "a new write counted as durable"
+        );
+    }
+
+    #[test]
+    fn a_buffer_in_flight_is_not_reused_before_its_completion() {
+        let mut f = Fixture::new();
+        f.write(0, 4096, 1);
+        let op = write_ops(&f.plan_forced())[0];
+        let Op::Write(w) = f.st.op(op) else { panic!() };
+        let in_flight = w.iovecs()[0].iov_base as *const u8;
+        f.write(0, 4096, 2); // the index drops its reference; the op keeps the buffer
+        let (other, _) = f.pool.reserve(4096, || {}).unwrap();
+        assert_ne!(
+            other.as_slice().as_ptr(),
+            in_flight,
+            "buffer reused while the kernel may read it"
+        );
+        drop(other);
+        f.st.complete(op, 4096, &limits(), f.now);
+        let (a, _) = f.pool.reserve(4096, || {}).unwrap();
+        let (b, _) = f.pool.reserve(4096, || {}).unwrap();
+        let reused = [a.as_slice().as_ptr(), b.as_slice().as_ptr()].contains(&in_flight);
+        assert!(
+            reused,
+            "the buffer returns to the pool once its completion arrived"
+        );
+    }
+
+    #[test]
+    fn single_run_links_its_sync_and_a_short_write_cancels_it() {
+        let mut f = Fixture::new();
+        f.write(0, 8192, 1);
+        let w = f.force();
+        let pushes = f.plan();
+        let [Push::Write {
+            op,
+            linked_sync: Some(sync),
+        }] = pushes[..]
+        else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(op, 4096, &limits(), f.now); // short
+        f.st.complete(sync, -libc::ECANCELED, &limits(), f.now);
+        assert!(
+            f.st.take_result(w).is_none(),
+            "a cancelled fsync counted as success"
+        );
+        let pushes = f.plan();
+        assert_eq!(
+            pushes,
+            vec![Push::Write {
+                op,
+                linked_sync: None
+            }],
+            "remainder resubmitted, no sync yet"
+        );
+        assert_eq!(
+            f.bytes_of(op).len(),
+            4096,
+            "resumes at the first unwritten byte"
+        );
+        f.st.complete(op, 4096, &limits(), f.now);
+        let pushes = f.plan();
+        let [Push::Sync { op: sync2 }] = pushes[..] else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(sync2, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        assert_eq!(f.st.stats.short_writes, 1);
+        assert_eq!(f.st.stats.cancelled_fsyncs, 1);
+    }
+
+    #[test]
+    fn write_error_latches_keeps_blocks_and_fails_waiters() {
+        let mut f = Fixture::new();
+        f.write(0, 10, 7);
+        let w = f.force();
+        let pushes = f.plan();
+        let [Push::Write {
+            op,
+            linked_sync: Some(sync),
+        }] = pushes[..]
+        else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(op, -libc::EIO, &limits(), f.now);
+        f.st.complete(sync, -libc::ECANCELED, &limits(), f.now);
+        assert_eq!(
+            f.st.take_result(w).unwrap().unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+        assert_eq!(
+            f.st.check_failed().unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+        assert_eq!(
+            f.st.index.dirty_count(),
+            1,
+            "unwritten data stays buffered and readable"
+        );
+        assert!(f.plan().is_empty(), "nothing is sent after a failure");
+    }
+
+    #[test]
+    fn fsync_error_is_never_retried() {
+        let mut f = Fixture::new();
+        f.write(0, 10, 7);
+        f.write(100, 10, 7);
+        let w = f.force();
+        for op in write_ops(&f.plan()) {
+            f.st.complete(op, 10, &limits(), f.now);
+        }
+        let pushes = f.plan();
+        let [Push::Sync { op: sync }] = pushes[..] else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(sync, -libc::EIO, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_err());
+        f.force();
+        assert!(f.plan().is_empty(), "a failed fsync was retried");
+    }
+
+    #[test]
+    fn range_force_ignores_pending_writes_elsewhere() {
+        let mut f = Fixture::new();
+        f.write(0, 10, 1);
+        f.write(1 << 20, 10, 1);
+        let ops = write_ops(&f.plan_forced());
+        f.st.complete(ops[0], 10, &limits(), f.now);
+        let w =
+            f.st.add_waiter(Some((0, 10)), std::thread::current())
+                .unwrap();
+        let pushes = f.plan();
+        let [Push::Sync { op: sync }] = pushes[..] else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+    }
+
+    #[test]
+    fn truncate_drops_unwritten_blocks_below_the_start() {
+        let mut f = Fixture::new();
+        f.write(0, 10, 1);
+        f.write(10, 10, 1);
+        f.write(15, 10, 1);
+        f.st.truncate_start(12);
+        assert_eq!(f.st.index.dirty_count(), 2);
+        let ops = write_ops(&f.plan_forced());
+        let Op::Write(w) = f.st.op(ops[0]) else {
+            panic!()
+        };
+        assert_eq!(
+            w.offset, 10,
+            "the block partly below the start is still written"
+        );
+    }
+
+    impl Fixture {
+        fn plan_forced(&mut self) -> Vec<Push> {
+            let mut out = Vec::new();
+            self.st.plan(&limits(), self.now, true, &mut out);
+            out
+        }
+    }
+}
