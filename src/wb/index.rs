@@ -10,15 +10,14 @@
 //! written to the file. `flushing` names the in-flight write op that is writing it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use super::pool::PoolBuf;
+use super::pool::BufRef;
 
 /// One buffered, non-overlapping byte range.
 #[derive(Clone)]
 pub(crate) struct Block {
     pub len: u64,
-    pub buf: Arc<PoolBuf>,
+    pub buf: BufRef,
     pub buf_off: usize,
     pub seq: u64,
     pub flushing: Option<usize>,
@@ -33,7 +32,7 @@ impl Block {
     fn piece(&self, skip: u64, len: u64) -> Block {
         Block {
             len,
-            buf: Arc::clone(&self.buf),
+            buf: self.buf.clone(),
             buf_off: self.buf_off + skip as usize,
             seq: self.seq,
             flushing: self.flushing,
@@ -85,7 +84,7 @@ impl Index {
     /// Stores `buf[..len]` as the newest bytes of `[off, off + len)`, written by write
     /// number `seq`. Overlapped blocks are trimmed; a dirty block's unwritten seq passes to
     /// the new block that replaces its bytes.
-    pub(crate) fn insert(&mut self, off: u64, len: u64, buf: Arc<PoolBuf>, seq: u64) {
+    pub(crate) fn insert(&mut self, off: u64, len: u64, buf: BufRef, seq: u64) {
         let end = off + len;
         let mut oldest = seq;
         while let Some((&bs, b)) = self.map.range(..end).next_back() {
@@ -245,7 +244,7 @@ mod tests {
             let byte = seq as u8;
             let (mut b, _) = pool.reserve(len as usize, || {}).unwrap();
             b.as_mut_slice().fill(byte);
-            index.insert(off, len, Arc::new(b), seq);
+            index.insert(off, len, b, seq);
             for o in off..off + len {
                 model.insert(o, (byte, seq));
             }
@@ -260,7 +259,7 @@ mod tests {
         let buf = |v: u8, n: usize| {
             let (mut b, _) = pool.reserve(n, || {}).unwrap();
             b.as_mut_slice().fill(v);
-            Arc::new(b)
+            b
         };
         index.insert(0, 10, buf(1, 10), 1);
         index.insert(10, 10, buf(2, 10), 2);

@@ -34,7 +34,7 @@ use crate::fileio;
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
 use engine::Waker;
-use pool::{Pool, PoolBuf};
+use pool::{BufRef, Pool};
 use state::{Limits, State};
 
 /// The write-behind handle: `write` returns after a memcpy into an aligned buffer; one
@@ -100,7 +100,7 @@ impl Inner {
     }
 
     /// A pooled buffer for `len` bytes, waiting for write-back to free space if needed.
-    fn reserve(&self, len: usize) -> io::Result<(PoolBuf, Option<Duration>)> {
+    fn reserve(&self, len: usize) -> io::Result<(BufRef, Option<Duration>)> {
         self.pool.reserve(len, || self.waker.wake())
     }
 
@@ -109,7 +109,7 @@ impl Inner {
     fn install(
         &self,
         offset: Option<u64>,
-        buf: PoolBuf,
+        buf: BufRef,
         began: Instant,
         waited: Option<Duration>,
     ) -> io::Result<u64> {
@@ -126,7 +126,7 @@ impl Inner {
         };
         range_end(off, len)?;
         let now = Instant::now();
-        let wake = st.install(off, Arc::new(buf), self.limits.watermark, now);
+        let wake = st.install(off, buf, self.limits.watermark, now);
         self.end.store(st.end, Ordering::Release);
         let stats = &mut st.stats;
         record(
@@ -184,7 +184,7 @@ impl Inner {
                 covered += to - from;
                 pieces.push((
                     from,
-                    Arc::clone(&b.buf),
+                    b.buf.shared(),
                     b.buf_off + (from - bs) as usize,
                     (to - from) as usize,
                 ));
@@ -467,7 +467,7 @@ impl Handle for WriteBehindFile {
                 .overlapping(offset, end)
                 .next()
                 .filter(|(bs, b)| *bs <= offset && bs + b.len >= end && len > 0)
-                .map(|(bs, b)| (Arc::clone(&b.buf), b.buf_off + (offset - bs) as usize));
+                .map(|(bs, b)| (b.buf.shared(), b.buf_off + (offset - bs) as usize));
             if let Some((buf, at)) = whole {
                 let shared: Arc<dyn Bytes> = buf;
                 return Ok(ReadBuffer::shared(shared, at, len));

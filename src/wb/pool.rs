@@ -27,7 +27,8 @@ fn class(len: usize, min_align: usize) -> (usize, usize) {
 }
 
 struct PoolState {
-    free: HashMap<usize, Vec<AlignedBuf>>,
+    /// Unused buffers by capacity, each held only here (ready for `Arc::get_mut`).
+    free: HashMap<usize, Vec<Arc<PoolBuf>>>,
     free_bytes: usize,
     live_bytes: usize,
     live_count: usize,
@@ -80,18 +81,21 @@ impl Pool {
     /// A buffer for `len` bytes, waiting while the budget is spent. `on_wait` runs once
     /// before the first wait (to wake the submitter). Returns the buffer and how long it
     /// waited. A request larger than the whole budget is granted when nothing else is
-    /// live, so it cannot wait forever.
+    /// live, so it cannot wait forever. Recycled buffers cost no allocation.
     pub(crate) fn reserve(
         self: &Arc<Self>,
         len: usize,
         on_wait: impl FnOnce(),
-    ) -> io::Result<(PoolBuf, Option<Duration>)> {
+    ) -> io::Result<(BufRef, Option<Duration>)> {
         let (cap, align) = class(len, self.min_align);
         let mut st = self.lock();
         let mut waited: Option<Instant> = None;
         let mut on_wait = Some(on_wait);
         loop {
             if let Some(code) = st.failed {
+                if waited.is_some() {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                }
                 return Err(os(code));
             }
             let fits = st.live_count < self.max_buffers && st.live_bytes + cap <= self.max_bytes;
@@ -115,10 +119,10 @@ impl Pool {
         }
         st.live_bytes += cap;
         st.live_count += 1;
-        let recycled = st.free.get_mut(&cap).and_then(Vec::pop);
-        let buf = match recycled {
+        let mut shared = match st.free.get_mut(&cap).and_then(Vec::pop) {
             Some(b) => {
                 st.free_bytes -= cap;
+                drop(st);
                 b
             }
             None => {
@@ -129,89 +133,96 @@ impl Pool {
                         .free
                         .iter_mut()
                         .find(|(_, v)| !v.is_empty())
-                        .expect("free_bytes > 0");
+                        .expect("free_bytes > 0 means some list is non-empty");
                     list.pop();
                     st.free_bytes -= c;
                 }
                 drop(st);
-                AlignedBuf::zeroed(cap, align)
+                Arc::new(PoolBuf {
+                    buf: AlignedBuf::zeroed(cap, align),
+                    len: 0,
+                    live: false,
+                    pool: Arc::clone(self),
+                })
             }
         };
-        Ok((
-            PoolBuf {
-                buf: Some(buf),
-                len,
-                pool: Arc::clone(self),
-            },
-            waited.map(|t| t.elapsed()),
-        ))
+        let b = Arc::get_mut(&mut shared).expect("free buffers are held only by the pool");
+        b.len = len;
+        b.live = true;
+        Ok((BufRef(Some(shared)), waited.map(|t| t.elapsed())))
     }
 
-    /// Takes back ownership of a buffer given out by [`PoolBuf::into_reserved`].
-    pub(crate) fn adopt(self: &Arc<Self>, buf: AlignedBuf, len: usize) -> PoolBuf {
-        PoolBuf {
-            buf: Some(buf),
+    /// Takes back ownership of a buffer given out by [`BufRef::into_reserved`].
+    pub(crate) fn adopt(self: &Arc<Self>, buf: AlignedBuf, len: usize) -> BufRef {
+        BufRef(Some(Arc::new(PoolBuf {
+            buf,
             len,
+            live: true,
             pool: Arc::clone(self),
-        }
+        })))
     }
 
-    fn put(&self, buf: AlignedBuf) {
-        let cap = buf.capacity();
+    /// Returns a buffer nobody else holds to the free list (or frees it if the cache is
+    /// full).
+    fn recycle(&self, mut shared: Arc<PoolBuf>) {
+        let Some(b) = Arc::get_mut(&mut shared) else { return };
+        let cap = b.buf.capacity();
+        b.live = false;
         let mut st = self.lock();
         st.live_bytes -= cap;
         st.live_count -= 1;
-        if st.live_bytes + st.free_bytes + cap <= self.max_bytes {
-            st.free.entry(cap).or_default().push(buf);
+        // A closed or failed pool caches nothing: cached buffers point back at the pool,
+        // and that cycle must end when the handle does.
+        if st.failed.is_none() && st.live_bytes + st.free_bytes + cap <= self.max_bytes {
+            st.free.entry(cap).or_default().push(shared);
             st.free_bytes += cap;
         }
         drop(st);
+        self.wake_waiters();
+    }
+
+    /// Accounts for a live buffer freed outright (its last holder was a reader).
+    fn forget_live(&self, cap: usize) {
+        let mut st = self.lock();
+        st.live_bytes -= cap;
+        st.live_count -= 1;
+        drop(st);
+        self.wake_waiters();
+    }
+
+    fn wake_waiters(&self) {
         if self.waiting() > 0 {
             self.space.notify_all();
         }
     }
 
-    /// From now on `reserve` fails with `code`; waiting writers wake up and get it.
+    /// From now on `reserve` fails with `code`; waiting writers wake up and get it. The
+    /// cached buffers are freed.
     pub(crate) fn fail(&self, code: i32) {
         let mut st = self.lock();
         st.failed.get_or_insert(code);
+        let cached = std::mem::take(&mut st.free);
+        st.free_bytes = 0;
         drop(st);
+        drop(cached);
         self.space.notify_all();
     }
 }
 
-/// A buffer from the pool holding `len` meaningful bytes. Mutable while owned alone;
-/// once shared (`Arc<PoolBuf>`) it is never written again, which is what lets the
-/// kernel, readers and the index all look at it at once. Dropping it returns it.
+/// A pooled buffer holding `len` meaningful bytes. Once shared it is never written again,
+/// which is what lets the kernel, readers and the index all look at it at once.
 pub(crate) struct PoolBuf {
-    buf: Option<AlignedBuf>,
+    buf: AlignedBuf,
     len: usize,
+    /// Counted in the pool's live budget (false while on the free list).
+    live: bool,
     pool: Arc<Pool>,
 }
 
 impl PoolBuf {
     /// The meaningful bytes.
     pub(crate) fn as_slice(&self) -> &[u8] {
-        match &self.buf {
-            Some(b) => &b.as_slice()[..self.len],
-            None => &[],
-        }
-    }
-
-    /// The meaningful bytes, mutably (only before the buffer is shared).
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        match &mut self.buf {
-            Some(b) => &mut b.as_mut_slice()[..self.len],
-            None => &mut [],
-        }
-    }
-
-    /// Hands the raw buffer out (to a `WriteBuffer` guard) while it stays counted as
-    /// live; give it back with [`Pool::adopt`].
-    pub(crate) fn into_reserved(mut self) -> AlignedBuf {
-        self.buf
-            .take()
-            .expect("a PoolBuf always holds a buffer until dropped")
+        &self.buf.as_slice()[..self.len]
     }
 }
 
@@ -223,8 +234,57 @@ impl Bytes for PoolBuf {
 
 impl Drop for PoolBuf {
     fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            self.pool.put(b);
+        if self.live {
+            self.pool.forget_live(self.buf.capacity());
+        }
+    }
+}
+
+/// The index's and the write ops' reference to a pooled buffer. Dropping the last
+/// `BufRef` returns the buffer to the pool, allocation and all, so the steady-state write
+/// path allocates nothing. (A reader's plain `Arc` may outlive every `BufRef`; then the
+/// buffer is freed, not recycled.)
+#[derive(Clone)]
+pub(crate) struct BufRef(Option<Arc<PoolBuf>>);
+
+impl BufRef {
+    fn get(&self) -> &Arc<PoolBuf> {
+        self.0.as_ref().expect("a BufRef holds its buffer until dropped")
+    }
+
+    /// The meaningful bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.get().as_slice()
+    }
+
+    /// The bytes, mutably: only before the buffer has been shared.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        let b = Arc::get_mut(self.0.as_mut().expect("held")).expect("written only before it is shared");
+        &mut b.buf.as_mut_slice()[..b.len]
+    }
+
+    /// A reference for a reader (zero-copy `ReadBuffer`).
+    pub(crate) fn shared(&self) -> Arc<PoolBuf> {
+        Arc::clone(self.get())
+    }
+
+    /// Hands the raw buffer out (to a `WriteBuffer` guard) while it stays counted as
+    /// live; give it back with [`Pool::adopt`].
+    pub(crate) fn into_reserved(mut self) -> AlignedBuf {
+        let mut shared = self.0.take().expect("held");
+        let b = Arc::get_mut(&mut shared).expect("reserved buffers are not shared");
+        b.live = false;
+        std::mem::replace(&mut b.buf, AlignedBuf::zeroed(0, 1))
+    }
+}
+
+impl Drop for BufRef {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            if Arc::strong_count(&shared) == 1 {
+                let pool = Arc::clone(&shared.pool);
+                pool.recycle(shared);
+            }
         }
     }
 }

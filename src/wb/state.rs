@@ -12,14 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::Arc;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use super::index::Index;
-use super::pool::PoolBuf;
+use super::pool::BufRef;
 use crate::error::{duplicate, os};
 use crate::stats::{record, BackendKind, Stats};
 
@@ -54,7 +53,7 @@ pub(crate) enum Push {
 /// The iovec array of a write in flight.
 struct IoVecs(Vec<libc::iovec>);
 
-// SAFETY: the iovecs point into `Arc<PoolBuf>` buffers owned by the same `WriteOp`, which
+// SAFETY: the iovecs point into pooled buffers (`BufRef`) owned by the same `WriteOp`, which
 // are immutable once shared and `Send + Sync`; the raw pointers carry no thread affinity.
 unsafe impl Send for IoVecs {}
 
@@ -63,7 +62,7 @@ pub(crate) struct WriteOp {
     pub len: u64,
     done: u64,
     /// (buffer, start in buffer, length): keeps the memory alive until the completion.
-    segs: Vec<(Arc<PoolBuf>, usize, usize)>,
+    segs: Vec<(BufRef, usize, usize)>,
     /// The iovecs of what remains to write; stable while in flight.
     iov: IoVecs,
     seq: u64,
@@ -185,7 +184,7 @@ impl State {
     pub(crate) fn install(
         &mut self,
         off: u64,
-        buf: Arc<PoolBuf>,
+        buf: BufRef,
         watermark: u64,
         now: Instant,
     ) -> bool {
@@ -392,7 +391,7 @@ impl State {
         let mut end = start;
         loop {
             let b = self.index.mark_flushing(end, key);
-            segs.push((Arc::clone(&b.buf), b.buf_off, b.len as usize));
+            segs.push((b.buf.clone(), b.buf_off, b.len as usize));
             seq = seq.min(b.seq);
             end += b.len;
             let next = self.index.dirty_from(end).next();
@@ -592,6 +591,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::wb::pool::Pool;
+    use std::sync::Arc;
 
     fn limits() -> Limits {
         Limits {
@@ -620,7 +620,7 @@ mod tests {
         fn write(&mut self, off: u64, len: usize, byte: u8) {
             let (mut b, _) = self.pool.reserve(len, || {}).unwrap();
             b.as_mut_slice().fill(byte);
-            self.st.install(off, Arc::new(b), u64::MAX, self.now);
+            self.st.install(off, b, u64::MAX, self.now);
         }
         fn plan(&mut self) -> Vec<Push> {
             let mut out = Vec::new();
