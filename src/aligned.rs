@@ -53,7 +53,10 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
     }
 
-    /// The address of the first byte, for building iovecs.
+}
+
+impl AlignedBuf {
+    /// The address of the first byte.
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }
@@ -88,7 +91,7 @@ mod tests {
     fn aligned_and_zeroed() {
         for align in [1, 512, 4096] {
             let mut b = AlignedBuf::zeroed(8192, align);
-            assert_eq!(b.as_ptr() as usize % align, 0);
+            assert_eq!(b.as_slice().as_ptr() as usize % align, 0);
             assert!(b.as_slice().iter().all(|&x| x == 0));
             b.as_mut_slice()[8191] = 7;
             assert_eq!(b.as_slice()[8191], 7);

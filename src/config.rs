@@ -53,6 +53,8 @@ pub struct Config {
     pub(crate) max_dirty_age: Duration,
     pub(crate) ring_entries: u32,
     pub(crate) register_buffers: bool,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fault_injector: Option<crate::fault::FaultInjector>,
 }
 
 impl Default for Config {
@@ -68,6 +70,8 @@ impl Default for Config {
             max_dirty_age: Duration::from_millis(5),
             ring_entries: 128,
             register_buffers: false,
+            #[cfg(feature = "fault-injection")]
+            fault_injector: None,
         }
     }
 }
@@ -135,6 +139,14 @@ impl Config {
     /// vectored writes when the locked-memory limit refuses it.
     pub fn register_buffers(mut self, on: bool) -> Self {
         self.register_buffers = on;
+        self
+    }
+
+    /// Test hook (feature `fault-injection`): completions of the handle's engine are
+    /// rewritten according to `injector`'s plan.
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_injector(mut self, injector: crate::fault::FaultInjector) -> Self {
+        self.fault_injector = Some(injector);
         self
     }
 

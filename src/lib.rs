@@ -39,3 +39,7 @@ pub use handle::Handle;
 pub use memory::MemoryHandle;
 pub use stats::{BackendKind, Stats};
 pub use wb::WriteBehindFile;
+
+/// Test-only fault injection at the completion layer (feature `fault-injection`).
+#[cfg(feature = "fault-injection")]
+pub use wb::fault;

@@ -40,7 +40,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use writebehind::{Config, FileHandle, MemoryHandle};
+use writebehind::{Backend, Config, FileHandle, MemoryHandle, WriteBehindFile};
 
 fn direct() -> Config {
     Config::default().direct_io(true)
@@ -69,11 +69,32 @@ conformance!(file_direct, align: dio_align(),
     open: |p| FileHandle::open(p, &direct()),
     close: FileHandle::close);
 
-// The write-behind handle joins with one line per configuration, e.g.:
-// conformance!(wb_buffered, align: 1,
-//     create: |p| WriteBehindFile::create(p, &Config::default()),
-//     open: |p| WriteBehindFile::open(p, &Config::default()),
-//     close: WriteBehindFile::close);
+// The write-behind handle, on both engines, buffered and direct, with roomy and with tiny
+// budgets (8 blocks / 64 KiB: backpressure and copy-on-write all the time).
+fn wb(direct_io: bool, small: bool, backend: Backend) -> Config {
+    let cfg = Config::default().direct_io(direct_io).backend(backend);
+    if small {
+        cfg.max_blocks(8).buffer_bytes(64 << 10)
+    } else {
+        cfg
+    }
+}
+
+macro_rules! wb_conformance {
+    ($name:ident, $direct:expr, $small:expr, $backend:expr) => {
+        conformance!($name, align: if $direct { dio_align() } else { 1 },
+            create: |p| WriteBehindFile::create(p, &wb($direct, $small, $backend)),
+            open: |p| WriteBehindFile::open(p, &wb($direct, $small, $backend)),
+            close: WriteBehindFile::close);
+    };
+}
+
+wb_conformance!(wb_uring_buffered, false, false, Backend::IoUring);
+wb_conformance!(wb_uring_direct, true, false, Backend::IoUring);
+wb_conformance!(wb_uring_small, false, true, Backend::IoUring);
+wb_conformance!(wb_uring_direct_small, true, true, Backend::IoUring);
+wb_conformance!(wb_threads_buffered, false, false, Backend::Threads);
+wb_conformance!(wb_threads_direct_small, true, true, Backend::Threads);
 
 #[test]
 fn file_direct_misaligned_writes_are_einval() {

@@ -25,6 +25,7 @@ pub(crate) struct Block {
 
 impl Block {
     /// The block's bytes.
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf.as_slice()[self.buf_off..self.buf_off + self.len as usize]
     }
@@ -60,6 +61,7 @@ impl Index {
     }
 
     /// Number of blocks (dirty or being written).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }

@@ -258,7 +258,11 @@ impl WriteBehindFile {
             .spawn(move || {
                 // The engine is built here: an io_uring ring with SINGLE_ISSUER must be
                 // used by the thread that created it.
-                let engine = match engines::open_engine(engine_file, &engine_cfg) {
+                #[cfg(feature = "fault-injection")]
+                let opened = engines::open_engine(engine_file, &engine_cfg, engine_cfg.fault_injector.clone());
+                #[cfg(not(feature = "fault-injection"))]
+                let opened = engines::open_engine(engine_file, &engine_cfg);
+                let engine = match opened {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

@@ -74,6 +74,7 @@ impl Pool {
     }
 
     /// Bytes held by live buffers.
+    #[cfg(test)]
     pub(crate) fn live_bytes(&self) -> usize {
         self.lock().live_bytes
     }
