@@ -52,11 +52,11 @@ impl AlignedBuf {
         // SAFETY: as in as_slice, and `&mut self` guarantees exclusive access.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
     }
-
 }
 
 impl AlignedBuf {
     /// The address of the first byte.
+    #[cfg(test)]
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }

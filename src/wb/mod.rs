@@ -88,7 +88,7 @@ impl Inner {
 
     fn check_aligned(&self, offset: u64, len: usize) -> io::Result<()> {
         let a = self.align as u64;
-        if offset % a != 0 || len as u64 % a != 0 {
+        if !offset.is_multiple_of(a) || !(len as u64).is_multiple_of(a) {
             return Err(os_msg(
                 libc::EINVAL,
                 format!(
@@ -259,7 +259,11 @@ impl WriteBehindFile {
                 // The engine is built here: an io_uring ring with SINGLE_ISSUER must be
                 // used by the thread that created it.
                 #[cfg(feature = "fault-injection")]
-                let opened = engines::open_engine(engine_file, &engine_cfg, engine_cfg.fault_injector.clone());
+                let opened = engines::open_engine(
+                    engine_file,
+                    &engine_cfg,
+                    engine_cfg.fault_injector.clone(),
+                );
                 #[cfg(not(feature = "fault-injection"))]
                 let opened = engines::open_engine(engine_file, &engine_cfg);
                 let engine = match opened {

@@ -166,7 +166,9 @@ impl Pool {
     /// Returns a buffer nobody else holds to the free list (or frees it if the cache is
     /// full).
     fn recycle(&self, mut shared: Arc<PoolBuf>) {
-        let Some(b) = Arc::get_mut(&mut shared) else { return };
+        let Some(b) = Arc::get_mut(&mut shared) else {
+            return;
+        };
         let cap = b.buf.capacity();
         b.live = false;
         let mut st = self.lock();
@@ -250,7 +252,9 @@ pub(crate) struct BufRef(Option<Arc<PoolBuf>>);
 
 impl BufRef {
     fn get(&self) -> &Arc<PoolBuf> {
-        self.0.as_ref().expect("a BufRef holds its buffer until dropped")
+        self.0
+            .as_ref()
+            .expect("a BufRef holds its buffer until dropped")
     }
 
     /// The meaningful bytes.
@@ -260,7 +264,8 @@ impl BufRef {
 
     /// The bytes, mutably: only before the buffer has been shared.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        let b = Arc::get_mut(self.0.as_mut().expect("held")).expect("written only before it is shared");
+        let b =
+            Arc::get_mut(self.0.as_mut().expect("held")).expect("written only before it is shared");
         &mut b.buf.as_mut_slice()[..b.len]
     }
 

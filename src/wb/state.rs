@@ -181,13 +181,7 @@ impl State {
     /// Stores a write (already copied into `buf`) and says whether the submitter must be
     /// woken: when dirty data appears while it sleeps (to start its age timer) or when
     /// dirty bytes cross the watermark.
-    pub(crate) fn install(
-        &mut self,
-        off: u64,
-        buf: BufRef,
-        watermark: u64,
-        now: Instant,
-    ) -> bool {
+    pub(crate) fn install(&mut self, off: u64, buf: BufRef, watermark: u64, now: Instant) -> bool {
         let len = buf.as_slice().len() as u64;
         self.last_seq += 1;
         self.index.insert(off, len, buf, self.last_seq);
