@@ -52,7 +52,6 @@ pub struct Config {
     pub(crate) max_write_bytes: Option<usize>,
     pub(crate) max_dirty_age: Duration,
     pub(crate) ring_entries: u32,
-    pub(crate) register_buffers: bool,
     #[cfg(feature = "fault-injection")]
     pub(crate) fault_injector: Option<crate::fault::FaultInjector>,
 }
@@ -69,7 +68,6 @@ impl Default for Config {
             max_write_bytes: None,
             max_dirty_age: Duration::from_millis(5),
             ring_entries: 128,
-            register_buffers: false,
             #[cfg(feature = "fault-injection")]
             fault_injector: None,
         }
@@ -132,13 +130,6 @@ impl Config {
     /// Submission-queue entries of the io_uring ring, a power of two (default 128).
     pub fn ring_entries(mut self, entries: u32) -> Self {
         self.ring_entries = entries;
-        self
-    }
-
-    /// Register the buffer arena with io_uring (default `false`); falls back to plain
-    /// vectored writes when the locked-memory limit refuses it.
-    pub fn register_buffers(mut self, on: bool) -> Self {
-        self.register_buffers = on;
         self
     }
 
