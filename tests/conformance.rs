@@ -1,9 +1,17 @@
 //! The conformance suite: the `Handle` contract, checked the same way for every handle.
 //! The bodies live in `tests/common/mod.rs`; `conformance!` instantiates them. A new
-//! handle joins with one `conformance!` line (see the commented `WriteBehindFile` ones).
+//! handle (or configuration) joins with one `conformance!` line, as the ones below do.
 //!
-//! Which case catches which mistake (the first was checked by breaking MemoryHandle::read
-//! on purpose; see the case names in `cargo test --test conformance`):
+//! Which case catches which mistake. Checked by breaking a handle on purpose and running
+//! the suite: a `MemoryHandle::read` that ignores the start failed `smoke`, `edom_*`,
+//! `concurrent_load` (a truncated block read back as zeros instead of EDOM) and
+//! `random_load` for every handle whenever the seed reads below the start (the model's
+//! MemoryHandle/Shadow self-check); in `FileHandle`, a
+//! non-atomic append reservation failed only `concurrent_load`, a write below the start
+//! that stored its bytes failed `edom_*`, `end_position() == 0` after open failed
+//! `reopen_*`, no alignment check failed `file_direct_misaligned_*`, a read that ignores
+//! the end failed `edom_*`, `overlapping_*` and `random_load`, and a `truncate_start` that
+//! ignores the end failed `edom_*` and `random_load`. In general:
 //! - `smoke`: append/append_buffer not landing at the old end (reservation not atomic or
 //!   not at the call), `write_buffer`/`append_buffer` guards that lose their bytes on
 //!   `release`/drop, reads that ignore the start after `truncate_start`.
