@@ -19,6 +19,8 @@ pub struct Row {
     pub runs: usize,
     /// The first error, when no repetition finished.
     pub error: Option<String>,
+    /// Ctrl-C cut a repetition short.
+    pub interrupted: bool,
     pub ops_per_s: f64,
     pub mb_per_s: f64,
     pub ack: [f64; 4],
@@ -87,6 +89,7 @@ pub fn rows(runs: &[CellRun]) -> Vec<Row> {
                 } else {
                     None
                 },
+                interrupted: ok.iter().any(|f| f.m.interrupted),
                 ops_per_s: med(&|f| f.ops_per_s()),
                 mb_per_s: med(&|f| f.mb_per_s()),
                 ack: [
@@ -281,6 +284,9 @@ pub fn table(rows: &[Row]) -> String {
         c.push(format!("{:.2}", r.cpu_s_per_gb));
         if r.ok < r.runs {
             c[1] += &format!(" ({}/{} ok)", r.ok, r.runs);
+        }
+        if r.interrupted {
+            c[1] += " (interrupted)";
         }
         cells.push(c);
     }
