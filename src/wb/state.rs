@@ -496,9 +496,14 @@ impl State {
                 return;
             }
             r if r > 0 => {
-                // Resume at the first unwritten byte, aligned down for O_DIRECT.
-                w.done = (w.done + r as u64) / lim.align * lim.align;
-                w.retries = 0;
+                // Resume at the first unwritten byte, aligned down for O_DIRECT. Only real
+                // progress renews the retry budget: a direct write that keeps reporting
+                // less than one aligned block would otherwise be resubmitted forever.
+                let done = (w.done + r as u64) / lim.align * lim.align;
+                if done > w.done {
+                    w.retries = 0;
+                }
+                w.done = done;
                 self.stats.short_writes += 1;
                 true
             }
