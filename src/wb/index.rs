@@ -46,6 +46,9 @@ impl Block {
 pub(crate) struct Index {
     map: BTreeMap<u64, Block>,
     dirty: BTreeSet<u64>,
+    /// Dirty blocks by (seq, start): the oldest unwritten write in O(log n), which the
+    /// planner asks on every pass while a force waits.
+    dirty_by_seq: BTreeSet<(u64, u64)>,
     dirty_bytes: u64,
 }
 
@@ -69,6 +72,7 @@ impl Index {
     fn put(&mut self, start: u64, block: Block) {
         if block.flushing.is_none() {
             self.dirty.insert(start);
+            self.dirty_by_seq.insert((block.seq, start));
             self.dirty_bytes += block.len;
         }
         self.map.insert(start, block);
@@ -78,6 +82,7 @@ impl Index {
         let block = self.map.remove(&start)?;
         if block.flushing.is_none() {
             self.dirty.remove(&start);
+            self.dirty_by_seq.remove(&(block.seq, start));
             self.dirty_bytes -= block.len;
         }
         Some(block)
@@ -145,6 +150,7 @@ impl Index {
         let was_dirty = self.dirty.remove(&start);
         debug_assert!(was_dirty);
         let b = self.map.get_mut(&start).expect("dirty block exists");
+        self.dirty_by_seq.remove(&(b.seq, start));
         self.dirty_bytes -= b.len;
         b.flushing = Some(op);
         b
@@ -190,7 +196,7 @@ impl Index {
     /// The smallest unwritten seq among dirty blocks overlapping `range` (all when `None`).
     pub(crate) fn min_dirty_seq(&self, range: Option<(u64, u64)>) -> Option<u64> {
         match range {
-            None => self.dirty.iter().map(|s| self.map[s].seq).min(),
+            None => self.dirty_by_seq.first().map(|&(seq, _)| seq),
             Some((off, end)) => self
                 .overlapping(off, end)
                 .filter(|(_, b)| b.flushing.is_none())
@@ -229,6 +235,13 @@ mod tests {
             "every written byte is in exactly one block"
         );
         assert_eq!(index.dirty_bytes, covered);
+        let oldest = index.map.values().map(|b| b.seq).min();
+        assert_eq!(
+            index.min_dirty_seq(None),
+            oldest,
+            "the by-seq set agrees with the blocks"
+        );
+        assert_eq!(index.dirty_by_seq.len(), index.dirty.len());
     }
 
     #[test]
