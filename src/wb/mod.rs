@@ -275,7 +275,13 @@ impl WriteBehindFile {
                 };
                 let _ = ready_tx.send(Ok((engine.waker(), engine.kind())));
                 if let Ok(inner) = inner_rx.recv() {
-                    submitter::run(inner, engine);
+                    let run =
+                        std::panic::AssertUnwindSafe(|| submitter::run(Arc::clone(&inner), engine));
+                    if std::panic::catch_unwind(run).is_err() {
+                        // A bug, not an I/O error: still, nobody may wait forever.
+                        inner.lock().fail(libc::EIO);
+                        inner.pool.fail(libc::EIO);
+                    }
                 }
             })?;
         let (waker, kind) = match ready_rx.recv() {
