@@ -175,8 +175,7 @@ fn unavailable_child(code: i32) {
     assert_setup_fails_with(code);
     let path = dir.join("data");
     let e = WriteBehindFile::create(&path, &Config::default().backend(Backend::IoUring))
-        .err()
-        .expect("Backend::IoUring must not open without io_uring");
+        .expect_err("Backend::IoUring must not open without io_uring");
     assert_eq!(errno(&e), Some(code), "{e}");
     eprintln!("Backend::IoUring refused: {e}");
     cycle_on_threads(&path, &Config::default().backend(Backend::Auto));
