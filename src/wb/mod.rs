@@ -81,6 +81,21 @@ pub(crate) struct Inner {
     direct: bool,
 }
 
+/// The end of `[offset, offset + len)` for a write: `EINVAL` when it overflows `u64` or
+/// lies past `i64::MAX`, the largest offset a file can have. Checked at the call: the
+/// kernel would refuse it only at write-back, after this call returned Ok, and that
+/// failure would latch and stop the whole handle.
+fn write_range_end(offset: u64, len: usize) -> io::Result<u64> {
+    let end = range_end(offset, len)?;
+    if end > i64::MAX as u64 {
+        return Err(os_msg(
+            libc::EINVAL,
+            format!("write of {len} bytes at offset {offset} ends past the largest file offset (2^63 - 1)"),
+        ));
+    }
+    Ok(end)
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -124,7 +139,7 @@ impl Inner {
                 st.end
             }
         };
-        range_end(off, len)?;
+        write_range_end(off, len)?;
         let now = Instant::now();
         let wake = st.install(off, buf, self.limits.watermark, now);
         self.end.store(st.end, Ordering::Release);
@@ -209,6 +224,15 @@ impl Inner {
 impl CommitSink for Inner {
     fn commit(&self, offset: u64, len: usize, buf: AlignedBuf) -> io::Result<()> {
         let buf = self.pool.adopt(buf, len);
+        if len == 0 {
+            // Nothing to store. (Installing an empty block would replace the block that
+            // starts at `offset` in the index, losing its bytes.)
+            return if offset < self.lock().start {
+                Err(edom())
+            } else {
+                Ok(())
+            };
+        }
         self.install(Some(offset), buf, Instant::now(), None)
             .map(|_| ())
     }
@@ -399,13 +423,14 @@ impl Handle for WriteBehindFile {
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let began = Instant::now();
         range_end(offset, data.len())?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.inner.check_aligned(offset, data.len())?;
         if offset < self.start_position() {
             return Err(edom());
         }
+        if data.is_empty() {
+            return Ok(());
+        }
+        write_range_end(offset, data.len())?;
+        self.inner.check_aligned(offset, data.len())?;
         let (mut buf, waited) = self.inner.reserve(data.len())?;
         buf.as_mut_slice().copy_from_slice(data);
         self.inner
@@ -427,14 +452,23 @@ impl Handle for WriteBehindFile {
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         range_end(offset, buf.len())?;
         if buf.is_empty() {
-            return Ok(());
+            // Checked like any read: EDOM outside [start, end].
+            let st = self.inner.lock();
+            return if offset < st.start || offset > st.end {
+                Err(edom())
+            } else {
+                Ok(())
+            };
         }
         self.inner.read_into(offset, buf)
     }
 
     fn write_buffer(&self, offset: u64, len: usize) -> io::Result<WriteBuffer<'_>> {
         range_end(offset, len)?;
-        self.inner.check_aligned(offset, len)?;
+        if len > 0 {
+            write_range_end(offset, len)?;
+            self.inner.check_aligned(offset, len)?;
+        }
         if offset < self.start_position() {
             return Err(edom());
         }
@@ -454,9 +488,11 @@ impl Handle for WriteBehindFile {
         let (buf, _) = self.inner.reserve(len)?;
         let offset = {
             let mut st = self.inner.lock();
-            self.inner.check_aligned(st.end, len)?;
+            if len > 0 {
+                self.inner.check_aligned(st.end, len)?;
+            }
             let off = st.end;
-            st.end = range_end(off, len)?;
+            st.end = write_range_end(off, len)?;
             self.inner.end.store(st.end, Ordering::Release);
             off
         };
