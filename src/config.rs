@@ -127,7 +127,8 @@ impl Config {
         self
     }
 
-    /// Submission-queue entries of the io_uring ring, a power of two (default 128).
+    /// Submission-queue entries of the io_uring ring, a power of two of at least 2: a
+    /// write and the fsync linked behind it are queued together (default 128).
     pub fn ring_entries(mut self, entries: u32) -> Self {
         self.ring_entries = entries;
         self
@@ -177,9 +178,9 @@ impl Config {
                 self.queue_depth
             ));
         }
-        if !self.ring_entries.is_power_of_two() || self.ring_entries > 32_768 {
+        if !self.ring_entries.is_power_of_two() || !(2..=32_768).contains(&self.ring_entries) {
             return bad(format!(
-                "ring_entries {} must be a power of two up to 32768",
+                "ring_entries {} must be a power of two from 2 to 32768",
                 self.ring_entries
             ));
         }
@@ -216,6 +217,7 @@ mod tests {
             Config::default().max_blocks(0),
             Config::default().queue_depth(0),
             Config::default().ring_entries(100),
+            Config::default().ring_entries(1).queue_depth(1),
             Config::default().queue_depth(256).ring_entries(128),
             Config::default().max_write_bytes(0),
             Config::default().max_dirty_age(Duration::ZERO),

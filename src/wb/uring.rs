@@ -295,6 +295,14 @@ impl UringEngine {
     /// Ensures `n` free SQ slots, submitting what is queued and reaping completions into
     /// `pending` when the SQ is full.
     fn make_room(&mut self, n: usize) -> io::Result<()> {
+        let capacity = self.ring.submission().capacity();
+        if n > capacity {
+            // Submitting frees no slot beyond the capacity: waiting would spin forever.
+            return Err(os_msg(
+                libc::EINVAL,
+                format!("io_uring: {n} entries needed at once, the ring has {capacity}"),
+            ));
+        }
         let mut stalls = 0u32;
         loop {
             let (free, _) = self.sq_state();
