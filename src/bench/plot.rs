@@ -159,9 +159,15 @@ pub fn svg(title: &str, panels: &[Panel]) -> String {
         }
         for k in 0..=max_nines as i32 {
             let x = px(f64::from(k));
+            // The last label ends at the frame so it does not run into the next panel.
+            let anchor = if k == max_nines as i32 {
+                "end"
+            } else {
+                "middle"
+            };
             let _ = writeln!(
                 out,
-                r##"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{y1}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
+                r##"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{y1}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="{anchor}">{}</text>"##,
                 y1 + 16.0,
                 nines_label(k)
             );
