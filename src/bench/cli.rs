@@ -361,12 +361,20 @@ impl Plan {
                 if direct_users.len() == 1 { "s" } else { "" },
             )));
         };
-        let who = direct_users.join(", ");
+        let who = format!(
+            "{} {} O_DIRECT",
+            direct_users.join(", "),
+            if direct_users.len() == 1 {
+                "uses"
+            } else {
+                "use"
+            }
+        );
         let paged = self.workloads.iter().any(|w| *w != Workload::Log);
         if paged && !self.block_size.is_multiple_of(align) {
             return Err(UsageError(format!(
                 "--block-size {} is not a multiple of the direct-I/O alignment {align} of {} \
-                 ({who} use O_DIRECT)",
+                 ({who})",
                 self.block_size,
                 self.dir.display()
             )));
@@ -376,7 +384,7 @@ impl Plan {
                 Some(r) if !r.is_multiple_of(align) => {
                     return Err(UsageError(format!(
                         "--record-size {r} is not a multiple of the direct-I/O alignment \
-                         {align} of {} ({who} use O_DIRECT)",
+                         {align} of {} ({who})",
                         self.dir.display()
                     )))
                 }

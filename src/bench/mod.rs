@@ -81,6 +81,7 @@ fn bench(args: BenchArgs, command: &str) -> ExitCode {
         Ok(m) => m,
         Err(e) => return usage(UsageError(format!("--dir {}: {e}", plan.dir.display()))),
     };
+    plan.dir = machine.dir.clone(); // absolute, for messages and the report
     if let Err(e) = plan.check_alignment(machine.dio_alignment, &machine.filesystem) {
         return usage(e);
     }
