@@ -56,7 +56,8 @@ fn steady_state_writes_do_not_allocate_per_write() {
     let per_write = (allocs() - before) as f64 / writes as f64;
     file.close().unwrap();
     eprintln!("{per_write:.3} allocations per write");
-    // One allocation per write would mean buffers (or their Arcs) are not recycled; what
-    // remains is the ordered index growing its nodes now and then.
-    assert!(per_write < 0.25, "{per_write:.3} allocations per write");
+    // One allocation per write would mean buffers (or their Arcs) are not recycled. What
+    // remains (0.06-0.2 measured) is the ordered index growing B-tree nodes again as
+    // write-back empties it, which depends on timing: hence the margin.
+    assert!(per_write < 0.5, "{per_write:.3} allocations per write");
 }

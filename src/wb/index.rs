@@ -9,7 +9,8 @@
 //! Each block carries `seq`: the oldest write whose bytes it holds that has not been
 //! written to the file. `flushing` names the in-flight write op that is writing it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::pool::BufRef;
 
@@ -46,9 +47,11 @@ impl Block {
 pub(crate) struct Index {
     map: BTreeMap<u64, Block>,
     dirty: BTreeSet<u64>,
-    /// Dirty blocks by (seq, start): the oldest unwritten write in O(log n), which the
-    /// planner asks on every pass while a force waits.
-    dirty_by_seq: BTreeSet<(u64, u64)>,
+    /// (seq, start) of dirty blocks, oldest on top: the planner asks for the oldest
+    /// unwritten write on every pass while a force waits. Entries of blocks that stopped
+    /// being dirty are dropped lazily, once they reach the top (the top is always live);
+    /// a heap keeps its capacity, so this costs no allocation per write.
+    dirty_by_seq: BinaryHeap<Reverse<(u64, u64)>>,
     dirty_bytes: u64,
 }
 
@@ -72,7 +75,7 @@ impl Index {
     fn put(&mut self, start: u64, block: Block) {
         if block.flushing.is_none() {
             self.dirty.insert(start);
-            self.dirty_by_seq.insert((block.seq, start));
+            self.dirty_by_seq.push(Reverse((block.seq, start)));
             self.dirty_bytes += block.len;
         }
         self.map.insert(start, block);
@@ -82,7 +85,6 @@ impl Index {
         let block = self.map.remove(&start)?;
         if block.flushing.is_none() {
             self.dirty.remove(&start);
-            self.dirty_by_seq.remove(&(block.seq, start));
             self.dirty_bytes -= block.len;
         }
         Some(block)
@@ -120,6 +122,7 @@ impl Index {
                 flushing: None,
             },
         );
+        self.prune();
     }
 
     /// Blocks overlapping `[off, end)`, in offset order, as (start, block).
@@ -150,10 +153,31 @@ impl Index {
         let was_dirty = self.dirty.remove(&start);
         debug_assert!(was_dirty);
         let b = self.map.get_mut(&start).expect("dirty block exists");
-        self.dirty_by_seq.remove(&(b.seq, start));
         self.dirty_bytes -= b.len;
         b.flushing = Some(op);
-        b
+        self.prune();
+        &self.map[&start]
+    }
+
+    /// Restores the invariant that the top of `dirty_by_seq` names a dirty block with
+    /// that seq, and rebuilds the heap when stale entries outnumber live ones.
+    fn prune(&mut self) {
+        if self.dirty_by_seq.len() > 2 * self.dirty.len() + 1024 {
+            let live = self.dirty.iter().map(|&s| Reverse((self.map[&s].seq, s)));
+            let rebuilt: Vec<_> = live.collect();
+            self.dirty_by_seq.clear();
+            self.dirty_by_seq.extend(rebuilt);
+        }
+        while let Some(&Reverse((seq, start))) = self.dirty_by_seq.peek() {
+            let live = self
+                .map
+                .get(&start)
+                .is_some_and(|b| b.flushing.is_none() && b.seq == seq);
+            if live {
+                break;
+            }
+            self.dirty_by_seq.pop();
+        }
     }
 
     fn flushing_by(&self, op: usize, off: u64, end: u64) -> Vec<u64> {
@@ -178,6 +202,7 @@ impl Index {
             b.flushing = None;
             self.put(s, b);
         }
+        self.prune();
     }
 
     /// Drops every block wholly below `new_start` without writing it.
@@ -191,12 +216,13 @@ impl Index {
         for s in gone {
             self.take(s);
         }
+        self.prune();
     }
 
     /// The smallest unwritten seq among dirty blocks overlapping `range` (all when `None`).
     pub(crate) fn min_dirty_seq(&self, range: Option<(u64, u64)>) -> Option<u64> {
         match range {
-            None => self.dirty_by_seq.first().map(|&(seq, _)| seq),
+            None => self.dirty_by_seq.peek().map(|&Reverse((seq, _))| seq),
             Some((off, end)) => self
                 .overlapping(off, end)
                 .filter(|(_, b)| b.flushing.is_none())
@@ -241,7 +267,7 @@ mod tests {
             oldest,
             "the by-seq set agrees with the blocks"
         );
-        assert_eq!(index.dirty_by_seq.len(), index.dirty.len());
+        assert!(index.dirty_by_seq.len() >= index.dirty.len());
     }
 
     #[test]
@@ -264,6 +290,51 @@ mod tests {
                 model.insert(o, (byte, seq));
             }
             check(&index, &model);
+        }
+    }
+
+    #[test]
+    fn oldest_dirty_seq_survives_flushes_failures_and_truncation() {
+        let pool = Pool::new(1 << 30, 1 << 20, 1);
+        let mut index = Index::default();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut flushing: Vec<(usize, u64, u64)> = Vec::new();
+        for seq in 1..5000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 8 {
+                0 | 1 => {
+                    // Send some dirty block.
+                    let next = index.dirty_from(x % 300).next();
+                    if let Some(start) = next {
+                        let len = index.get(start).unwrap().len;
+                        index.mark_flushing(start, seq as usize);
+                        flushing.push((seq as usize, start, start + len));
+                    }
+                }
+                2 if !flushing.is_empty() => {
+                    let (op, s, e) = flushing.swap_remove((x >> 8) as usize % flushing.len());
+                    if x & 1 == 0 {
+                        index.complete(op, s, e);
+                    } else {
+                        index.unflush(op, s, e);
+                    }
+                }
+                3 if x % 64 == 3 => index.drop_below(x % 100),
+                _ => {
+                    let (off, len) = (x % 300, 1 + (x >> 20) % 40);
+                    let (b, _) = pool.reserve(len as usize, || {}).unwrap();
+                    index.insert(off, len, b, seq);
+                }
+            }
+            let want = index
+                .map
+                .values()
+                .filter(|b| b.flushing.is_none())
+                .map(|b| b.seq)
+                .min();
+            assert_eq!(index.min_dirty_seq(None), want, "step {seq}");
         }
     }
 
