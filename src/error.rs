@@ -18,7 +18,13 @@ pub struct OsError {
 
 impl fmt::Display for OsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (os error {})", self.message, self.code)
+        let suffix = format!("(os error {})", self.code);
+        if self.message.ends_with(&suffix) {
+            // The message already quotes an io::Error with this code.
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{} {suffix}", self.message)
+        }
     }
 }
 
@@ -102,5 +108,7 @@ mod tests {
             Some(libc::EINVAL)
         );
         assert_eq!(range_end(1, 2).unwrap(), 3);
+        let wrapped = os_msg(libc::ENOMEM, format!("setup failed: {}", os(libc::ENOMEM)));
+        assert_eq!(wrapped.to_string().matches("(os error 12)").count(), 1);
     }
 }

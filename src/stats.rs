@@ -50,7 +50,7 @@ pub struct Stats {
     pub backpressure_wait_ns: u64,
     /// Short writes whose remainder was resubmitted.
     pub short_writes: u64,
-    /// Completions with `EAGAIN`/`EINTR` that were resubmitted.
+    /// Write completions with `EAGAIN`, `EINTR` or `ECANCELED` that were resubmitted.
     pub retries: u64,
     /// Linked fsyncs cancelled (`ECANCELED`) because the write before them fell short.
     pub cancelled_fsyncs: u64,
