@@ -103,6 +103,7 @@ pub(crate) struct SyncOp {
     /// Every write with seq below this had completed when the sync was pushed (or will
     /// have, for a linked sync, if it runs at all).
     covers: u64,
+    pushed_at: Instant,
 }
 
 pub(crate) enum Op {
@@ -141,6 +142,10 @@ pub(crate) struct State {
     pub wake_sent: bool,
     dirty_since: Option<Instant>,
     cursor: u64,
+    /// Group commit: forcers served by the last sync plus those already waiting for the
+    /// next one, and until when the next sync may wait for that many to be ready.
+    expected_group: usize,
+    gather_until: Option<Instant>,
     pub start: u64,
     pub end: u64,
     pub stats: Stats,
@@ -164,6 +169,8 @@ impl State {
             wake_sent: false,
             dirty_since: None,
             cursor: 0,
+            expected_group: 1,
+            gather_until: None,
             start,
             end,
             stats: Stats::new(backend),
@@ -258,15 +265,20 @@ impl State {
         self.writes_inflight == 0 && self.sync_inflight.is_none() && self.resubmit.is_empty()
     }
 
-    /// How long the submitter may wait before dirty data becomes too old.
+    /// How long the submitter may wait: until dirty data becomes too old, or a sync
+    /// held back to gather a larger group must go out.
     pub(crate) fn timeout(&self, lim: &Limits, now: Instant) -> Option<Duration> {
         if self.failed.is_some() {
             return None;
         }
-        self.dirty_since.map(|t| {
-            (t + lim.max_dirty_age)
-                .saturating_duration_since(now)
-                .max(Duration::from_micros(50))
+        let dirty = self.dirty_since.map(|t| t + lim.max_dirty_age);
+        let deadline = match (dirty, self.gather_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        deadline.map(|t| {
+            t.saturating_duration_since(now)
+                .max(Duration::from_micros(20))
         })
     }
 
@@ -362,7 +374,7 @@ impl State {
             }
         }
         if waiting && self.sync_inflight.is_none() {
-            self.plan_sync(if new_ops == 1 { last_new } else { None }, out);
+            self.plan_sync(if new_ops == 1 { last_new } else { None }, now, out);
         }
     }
 
@@ -422,7 +434,14 @@ impl State {
 
     /// Pushes one sync for every waiter it can serve: linked behind `single_new` (the
     /// only write sent this pass) when that write is what some waiter still needs.
-    fn plan_sync(&mut self, single_new: Option<usize>, out: &mut Vec<Push>) {
+    ///
+    /// Group commit: the forcers a sync wakes come back with their next commit a few
+    /// microseconds later, while those that arrived during the sync are already waiting.
+    /// Sending the next sync at once for the latter splits the forcers into groups that
+    /// take turns, each sync serving half of them. So after a sync completes, the next one
+    /// waits (at most half a sync's time, 200 µs) until as many forcers are ready as the
+    /// last sync served plus those that were waiting then.
+    fn plan_sync(&mut self, single_new: Option<usize>, now: Instant, out: &mut Vec<Push>) {
         let ready = |st: &State, exclude: Option<usize>| -> Vec<usize> {
             st.waiters
                 .iter()
@@ -446,9 +465,16 @@ impl State {
         if serve.is_empty() {
             return;
         }
+        if self.gather_until.is_some_and(|t| now < t) && serve.len() < self.expected_group {
+            return;
+        }
+        self.gather_until = None;
         // Nothing pending means everything up to the newest write is in the file.
         let covers = self.min_pending(None, link).min(self.last_seq + 1);
-        let key = self.ops.insert(Op::Sync(SyncOp { covers }));
+        let key = self.ops.insert(Op::Sync(SyncOp {
+            covers,
+            pushed_at: now,
+        }));
         for w in &serve {
             self.waiters[*w].sync = Some(key);
         }
@@ -472,7 +498,7 @@ impl State {
     pub(crate) fn complete(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
         match &self.ops[key] {
             Op::Write(_) => self.complete_write(key, result, lim, now),
-            Op::Sync(_) => self.complete_sync(key, result),
+            Op::Sync(_) => self.complete_sync(key, result, now),
         }
     }
 
@@ -533,7 +559,7 @@ impl State {
         self.ops.remove(key);
     }
 
-    fn complete_sync(&mut self, key: usize, result: i32) {
+    fn complete_sync(&mut self, key: usize, result: i32, now: Instant) {
         let Op::Sync(s) = self.ops.remove(key) else {
             unreachable!()
         };
@@ -543,11 +569,22 @@ impl State {
             0 => {
                 self.durable = self.durable.max(s.covers);
                 self.stats.fsyncs += 1;
+                let mut served = 0;
                 for (_, w) in self.waiters.iter_mut().filter(|(_, w)| mine(w)) {
                     w.result = Some(Ok(()));
                     w.thread.unpark();
-                    self.stats.forces_served += 1;
+                    served += 1;
                 }
+                self.stats.forces_served += served as u64;
+                let waiting = self
+                    .waiters
+                    .iter()
+                    .filter(|(_, w)| w.result.is_none())
+                    .count();
+                self.expected_group = served + waiting;
+                let linger = (now.saturating_duration_since(s.pushed_at) / 2)
+                    .min(Duration::from_micros(200));
+                self.gather_until = Some(now + linger);
             }
             r if -r == libc::ECANCELED => {
                 // The write before it fell short: not durable. Its waiters wait for the
@@ -752,6 +789,49 @@ mod tests {
             f.st.add_waiter(None, std::thread::current()).is_some(),
             "a new write counted as durable"
         );
+    }
+
+    #[test]
+    fn next_sync_gathers_the_group_but_never_past_its_deadline() {
+        let mut f = Fixture::new();
+        f.write(0, 10, 1);
+        let (a, b) = (f.force(), f.force());
+        let pushes = f.plan();
+        let [Push::Write {
+            op,
+            linked_sync: Some(sync),
+        }] = pushes[..]
+        else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(op, 10, &limits(), f.now);
+        f.write(10, 10, 2);
+        let c = f.force(); // arrives while the sync runs
+        f.now += Duration::from_micros(300);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(a).unwrap().is_ok() && f.st.take_result(b).unwrap().is_ok());
+        // Two were served and one waits: the next sync waits for three, or the deadline.
+        let pushes = f.plan();
+        let [Push::Write {
+            op: w2,
+            linked_sync: None,
+        }] = pushes[..]
+        else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(w2, 10, &limits(), f.now);
+        assert!(f.plan().is_empty(), "sync sent before the group gathered");
+        let timeout =
+            f.st.timeout(&limits(), f.now)
+                .expect("woken for the deadline");
+        assert!(timeout <= Duration::from_micros(150), "{timeout:?}");
+        f.now += timeout;
+        let pushes = f.plan();
+        let [Push::Sync { op: sync2 }] = pushes[..] else {
+            panic!("deadline passed: {pushes:?}")
+        };
+        f.st.complete(sync2, 0, &limits(), f.now);
+        assert!(f.st.take_result(c).unwrap().is_ok());
     }
 
     #[test]
