@@ -94,6 +94,15 @@ impl Index {
     /// number `seq`. Overlapped blocks are trimmed; a dirty block's unwritten seq passes to
     /// the new block that replaces its bytes.
     pub(crate) fn insert(&mut self, off: u64, len: u64, buf: BufRef, seq: u64) {
+        // The common rewrite of a dirty page: same range, so swap the buffer in place
+        // (the replaced one returns to the pool) and keep the older unwritten seq.
+        if let Some(b) = self.map.get_mut(&off) {
+            if b.len == len && b.flushing.is_none() {
+                b.buf = buf;
+                b.buf_off = 0;
+                return;
+            }
+        }
         let end = off + len;
         let mut oldest = seq;
         while let Some((&bs, b)) = self.map.range(..end).next_back() {
