@@ -324,6 +324,8 @@ pub(super) mod conformance {
         let mut expected = HashMap::from([(1, 4000), (2, 4096), (3, 0)]);
         collect(&mut *engine, &expected);
         // Overlapping rewrite only after the first completed (the core's rule, too).
+        // SAFETY: `third` and the buffers it points at outlive `collect` below, which
+        // returns every completion.
         unsafe { engine.push_write(4, 3990, third.as_ptr(), 3, None).unwrap() };
         engine.push_sync(5).unwrap(); // may run before or after write 4; both complete
         expected = HashMap::from([(4, 1034), (5, 0)]);
@@ -434,6 +436,7 @@ pub(super) mod conformance {
         }
         let expected = HashMap::from([(1, -libc::EINVAL), (2, -libc::ECANCELED)]);
         collect(&mut *engine, &expected);
+        // SAFETY: as above: `good` and `buf` outlive the `collect` that follows.
         unsafe {
             engine
                 .push_write(3, 4096, good.as_ptr(), 1, Some(4))
