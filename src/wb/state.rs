@@ -658,6 +658,14 @@ mod tests {
             b.as_mut_slice().fill(byte);
             self.st.install(off, b, u64::MAX, self.now);
         }
+        /// Plans and expects exactly one plain sync (and nothing else); returns its op.
+        fn plan_one_sync(&mut self) -> usize {
+            let pushes = self.plan();
+            let [Push::Sync { op }] = pushes[..] else {
+                panic!("expected one sync: {pushes:?}")
+            };
+            op
+        }
         fn plan(&mut self) -> Vec<Push> {
             let mut out = Vec::new();
             self.st.plan(&limits(), self.now, false, &mut out);
@@ -769,10 +777,7 @@ mod tests {
             "one write still in flight"
         );
         f.st.complete(ops[1], 100, &limits(), f.now);
-        let pushes = f.plan();
-        let [Push::Sync { op: sync }] = pushes[..] else {
-            panic!("{pushes:?}")
-        };
+        let sync = f.plan_one_sync();
         assert!(
             f.st.take_result(w).is_none(),
             "woken before the sync completed"
@@ -826,10 +831,7 @@ mod tests {
                 .expect("woken for the deadline");
         assert!(timeout <= Duration::from_micros(150), "{timeout:?}");
         f.now += timeout;
-        let pushes = f.plan();
-        let [Push::Sync { op: sync2 }] = pushes[..] else {
-            panic!("deadline passed: {pushes:?}")
-        };
+        let sync2 = f.plan_one_sync();
         f.st.complete(sync2, 0, &limits(), f.now);
         assert!(f.st.take_result(c).unwrap().is_ok());
     }
@@ -893,10 +895,7 @@ mod tests {
             "resumes at the first unwritten byte"
         );
         f.st.complete(op, 4096, &limits(), f.now);
-        let pushes = f.plan();
-        let [Push::Sync { op: sync2 }] = pushes[..] else {
-            panic!("{pushes:?}")
-        };
+        let sync2 = f.plan_one_sync();
         f.st.complete(sync2, 0, &limits(), f.now);
         assert!(f.st.take_result(w).unwrap().is_ok());
         assert_eq!(f.st.stats.short_writes, 1);
@@ -943,10 +942,7 @@ mod tests {
         for op in write_ops(&f.plan()) {
             f.st.complete(op, 10, &limits(), f.now);
         }
-        let pushes = f.plan();
-        let [Push::Sync { op: sync }] = pushes[..] else {
-            panic!("{pushes:?}")
-        };
+        let sync = f.plan_one_sync();
         f.st.complete(sync, -libc::EIO, &limits(), f.now);
         assert!(f.st.take_result(w).unwrap().is_err());
         f.force();
@@ -963,10 +959,7 @@ mod tests {
         let w =
             f.st.add_waiter(Some((0, 10)), std::thread::current())
                 .unwrap();
-        let pushes = f.plan();
-        let [Push::Sync { op: sync }] = pushes[..] else {
-            panic!("{pushes:?}")
-        };
+        let sync = f.plan_one_sync();
         f.st.complete(sync, 0, &limits(), f.now);
         assert!(f.st.take_result(w).unwrap().is_ok());
     }
