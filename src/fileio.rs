@@ -12,7 +12,8 @@ use crate::config::{Config, SyncMode};
 use crate::error::os_msg;
 
 /// Opens (or, with `create`, creates or truncates) `path` for reading and writing, with
-/// `O_DIRECT` when the config asks for it. The OS error comes back unchanged.
+/// `O_DIRECT` when the config asks for it, and waits for direct I/O a dead writer left in
+/// flight (see [`settle_direct_io`]). The OS error comes back unchanged.
 pub(crate) fn open(path: &Path, cfg: &Config, create: bool) -> io::Result<File> {
     cfg.validate()?;
     let mut opts = OpenOptions::new();
@@ -23,7 +24,30 @@ pub(crate) fn open(path: &Path, cfg: &Config, create: bool) -> io::Result<File> 
     if cfg.direct_io {
         opts.custom_flags(libc::O_DIRECT);
     }
-    opts.open(path)
+    let file = opts.open(path)?;
+    settle_direct_io(&file)?;
+    Ok(file)
+}
+
+/// Waits until no direct I/O is in flight on the file, however it was issued.
+///
+/// A process killed with io_uring direct writes in flight is reaped before they complete:
+/// the ring is torn down in a kernel worker, and the writes land milliseconds (on a slow
+/// device, seconds) later. A successor that reads or writes meanwhile sees bytes change
+/// under it, or has its new bytes overwritten by the dead process's older ones
+/// (docs/durability.md has the measurements). `fallocate` waits for the inode's direct
+/// I/O to drain (`inode_dio_wait`, first thing on ext4 and XFS); `KEEP_SIZE` over the last
+/// byte keeps the length and allocates nothing unless that byte is a hole. Its result is
+/// ignored: the wait comes before any failure, and a filesystem without `fallocate`
+/// offers no other way to wait. (It does update the file's mtime.)
+fn settle_direct_io(file: &File) -> io::Result<()> {
+    let len = file_len(file)?;
+    if len > 0 {
+        let last = (len - 1) as libc::off_t;
+        // SAFETY: fallocate takes no pointers; the descriptor is open for writing.
+        unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, last, 1) };
+    }
+    Ok(())
 }
 
 /// The direct-I/O alignment for `file` (memory, offset and length): `statx`'s

@@ -16,8 +16,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    append_via_buffer, assert_same, pattern, read_vec, small_block, snapshot, write_via_buffer,
-    Model,
+    append_via_buffer, assert_same, pattern, read_vec, skip_or_fail, small_block, snapshot,
+    write_via_buffer, Model,
 };
 use writebehind::{errno, Backend, Config, FileHandle, Handle, MemoryHandle, WriteBehindFile};
 
@@ -604,14 +604,6 @@ fn directories_and_missing_paths_give_the_os_error_unchanged() {
     }
     assert!(sub.is_dir());
     assert_eq!(std::fs::read(sub.join("inside")).unwrap(), b"keep");
-}
-
-/// Skips a test that needs privileges (printing why), or fails it under `CI=true`.
-fn skip_or_fail(what: &str, reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what}: cannot run under CI=true: {reason}");
-    }
-    eprintln!("skipped {what}: {reason}");
 }
 
 /// Runs a command; its failure as a message.

@@ -144,6 +144,16 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("create a temp dir under target/tmp")
 }
 
+/// Skips a test that needs something this machine may lack (root, a loop device, a
+/// cgroup), printing why, or fails it under `CI=true`: CI must run it.
+#[track_caller]
+pub fn skip_or_fail(what: &str, reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what}: cannot run under CI=true: {reason}");
+    }
+    eprintln!("skipped {what}: {reason}");
+}
+
 /// `WRITEBEHIND_STRESS=1` asks for the full-size loads.
 pub fn stress() -> bool {
     std::env::var("WRITEBEHIND_STRESS").is_ok_and(|v| v == "1")
