@@ -22,8 +22,9 @@
 //!
 //! The reopen relies on `open` waiting for direct writes the killed child left in flight:
 //! the kernel reaps a process before its io_uring direct writes land.
-//! `open_waits_for_a_killed_writers_direct_io` checks that wait deterministically, with the
-//! child's writes throttled by a blkio cgroup (`bulk_child`).
+//! `open_waits_for_a_killed_writers_direct_io` checks that wait, with the child's writes
+//! throttled by a blkio cgroup (`bulk_child`) so that they land long after its death;
+//! where no cgroup can be made it runs unthrottled, a check that catches less.
 
 mod common;
 
@@ -398,8 +399,8 @@ const BULK_BLOCK: usize = 1 << 20;
 /// writes it leaves in flight take a good fraction of a second to land.
 const BULK_BPS: u64 = 16 << 20;
 
-/// The child of `open_waits_for_a_killed_writers_direct_io`: joins the throttled cgroup,
-/// then rewrites the file in 1 MiB direct writes as fast as the handle takes them, never
+/// The child of `open_waits_for_a_killed_writers_direct_io`: joins the throttled cgroup
+/// (when there is one), then rewrites the file in 1 MiB direct writes as fast as the handle takes them, never
 /// forcing, so that megabytes are in flight when it is killed.
 #[test]
 #[ignore = "child process of the crash tests"]
@@ -408,8 +409,9 @@ fn bulk_child() {
         eprintln!("skipped: runs only as a child of the tests in tests/crash.rs");
         return;
     };
-    let cgroup = std::env::var("WB_CRASH_CGROUP").unwrap();
-    std::fs::write(Path::new(&cgroup).join("cgroup.procs"), b"0").unwrap();
+    if let Ok(cgroup) = std::env::var("WB_CRASH_CGROUP") {
+        std::fs::write(Path::new(&cgroup).join("cgroup.procs"), b"0").unwrap();
+    }
     let seed: u64 = std::env::var("WB_CRASH_SEED").unwrap().parse().unwrap();
     let cfg = config(Backend::IoUring, true).buffer_bytes(8 << 20);
     let h = WriteBehindFile::open(&path, &cfg).unwrap();
@@ -489,10 +491,16 @@ fn open_waits_for_a_killed_writers_direct_io() {
     file.write_all_at(&vec![0u8; BULK_FILE as usize], 0)
         .unwrap();
     file.sync_all().unwrap(); // allocated, so the child's writes are plain overwrites
-    let throttle = match Throttle::new(&path, BULK_BPS) {
-        Ok(t) => t,
-        Err(reason) => return common::skip_or_fail(what, &reason),
-    };
+                              // Without a cgroup the check still runs, but catches a missing wait only in some
+                              // kills (a third, measured), not nearly all.
+    let throttle = Throttle::new(&path, BULK_BPS)
+        .inspect_err(|reason| eprintln!("{what}: writes not throttled, a weaker check: {reason}"))
+        .ok();
+    let cgroup = throttle.as_ref().map(|t| t.0.to_str().unwrap().to_string());
+    let env: Vec<(&str, &str)> = cgroup
+        .iter()
+        .map(|c| ("WB_CRASH_CGROUP", c.as_str()))
+        .collect();
     let read_all = || {
         let mut got = vec![0u8; BULK_FILE as usize];
         file.read_exact_at(&mut got, 0).unwrap();
@@ -500,13 +508,7 @@ fn open_waits_for_a_killed_writers_direct_io() {
     };
     for kill in 0..3 {
         let delay = Duration::from_millis(rng.range(100, 200));
-        run_named_child(
-            "bulk_child",
-            &path,
-            &[("WB_CRASH_CGROUP", throttle.0.to_str().unwrap())],
-            rng.next(),
-            delay,
-        );
+        run_named_child("bulk_child", &path, &env, rng.next(), delay);
         WriteBehindFile::open(&path, &config(Backend::IoUring, true))
             .expect("open after the kill")
             .close()
