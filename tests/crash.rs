@@ -61,19 +61,28 @@ fn backend_by_name(name: &str) -> Backend {
 
 // ------------------------------------------------------------------ the child
 
+/// A child's start: the file's path, after joining the cgroup the parent named (if any)
+/// so that all its I/O is throttled; `None` (printing why) when not run by a parent.
+fn child_start() -> Option<String> {
+    let Ok(path) = std::env::var("WB_CRASH_PATH") else {
+        eprintln!("skipped: runs only as a child of the tests in tests/crash.rs");
+        return None;
+    };
+    if let Ok(cgroup) = std::env::var("WB_CRASH_CGROUP") {
+        std::fs::write(Path::new(&cgroup).join("cgroup.procs"), b"0").unwrap();
+    }
+    Some(path)
+}
+
 /// The child: writes and forces until killed. Does nothing unless run by the parent.
 #[test]
 #[ignore = "child process of the crash tests"]
 fn crash_child() {
-    let Ok(path) = std::env::var("WB_CRASH_PATH") else {
-        eprintln!("skipped: runs only as a child of the tests in tests/crash.rs");
-        return;
-    };
+    let Some(path) = child_start() else { return };
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let backend = backend_by_name(&var("WB_CRASH_BACKEND"));
     let direct = var("WB_CRASH_DIRECT") == "1";
     let seed: u64 = var("WB_CRASH_SEED").parse().unwrap();
-    join_cgroup();
     let cfg = config(backend, direct);
     let path = Path::new(&path);
     let h = if path.exists() {
@@ -433,17 +442,13 @@ const BULK_BLOCK: usize = 1 << 20;
 /// writes it leaves in flight take a good fraction of a second to land.
 const BULK_BPS: u64 = 16 << 20;
 
-/// The child of `open_waits_for_a_killed_writers_direct_io`: joins the throttled cgroup
-/// (when there is one), then rewrites the file in 1 MiB direct writes as fast as the handle takes them, never
-/// forcing, so that megabytes are in flight when it is killed.
+/// The child of `open_waits_for_a_killed_writers_direct_io`: rewrites the file in 1 MiB
+/// direct writes as fast as the handle takes them, never forcing, so that megabytes are in
+/// flight when it is killed.
 #[test]
 #[ignore = "child process of the crash tests"]
 fn bulk_child() {
-    let Ok(path) = std::env::var("WB_CRASH_PATH") else {
-        eprintln!("skipped: runs only as a child of the tests in tests/crash.rs");
-        return;
-    };
-    join_cgroup();
+    let Some(path) = child_start() else { return };
     let seed: u64 = std::env::var("WB_CRASH_SEED").unwrap().parse().unwrap();
     let cfg = config(Backend::IoUring, true).buffer_bytes(8 << 20);
     let h = WriteBehindFile::open(&path, &cfg).unwrap();
@@ -501,13 +506,6 @@ impl Throttle {
         Throttle::new(file, bps)
             .inspect_err(|why| eprintln!("{what}: writes not throttled, a weaker check: {why}"))
             .ok()
-    }
-}
-
-/// In a child: joins the cgroup the parent named, if any, before doing any I/O.
-fn join_cgroup() {
-    if let Ok(cgroup) = std::env::var("WB_CRASH_CGROUP") {
-        std::fs::write(Path::new(&cgroup).join("cgroup.procs"), b"0").unwrap();
     }
 }
 
