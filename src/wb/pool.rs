@@ -3,11 +3,18 @@
 //!
 //! Lock order: the handle's state lock may be held while taking the pool lock (a buffer
 //! dropped under the state lock returns here), never the other way round.
+//!
+//! Writers that must wait queue up in arrival order, and only the first in line is woken
+//! when space may have appeared. Waking every waiter on every freed buffer (a condvar's
+//! `notify_all`) made 100 writers on a budget of 8 buffers spend their time in the
+//! scheduler; waking one waiter of many sizes at random could wake one whose buffer does
+//! not fit while another's would, and leave that one asleep for good.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::aligned::AlignedBuf;
@@ -34,12 +41,22 @@ struct PoolState {
     live_count: usize,
     /// Set when the handle failed or closed: waiting writers give up with this errno.
     failed: Option<i32>,
+    /// Writers waiting for space, first come first served.
+    queue: VecDeque<Waiter>,
+    next_ticket: u64,
+}
+
+/// A writer waiting for a buffer of `cap` bytes.
+struct Waiter {
+    ticket: u64,
+    cap: usize,
+    thread: Thread,
 }
 
 /// Aligned buffers with a budget of `max_bytes` and `max_buffers` live at once.
 pub(crate) struct Pool {
     state: Mutex<PoolState>,
-    space: Condvar,
+    /// The queue's length, readable without the lock.
     waiting: AtomicUsize,
     max_bytes: usize,
     max_buffers: usize,
@@ -55,8 +72,9 @@ impl Pool {
                 live_bytes: 0,
                 live_count: 0,
                 failed: None,
+                queue: VecDeque::new(),
+                next_ticket: 0,
             }),
-            space: Condvar::new(),
             waiting: AtomicUsize::new(0),
             max_bytes,
             max_buffers,
@@ -90,22 +108,36 @@ impl Pool {
     ) -> io::Result<(BufRef, Option<Duration>)> {
         let (cap, align) = class(len, self.min_align);
         let mut st = self.lock();
-        let mut waited: Option<Instant> = None;
+        // Set once queued: (when, ticket).
+        let mut waited: Option<(Instant, u64)> = None;
         let mut on_wait = Some(on_wait);
         loop {
             if let Some(code) = st.failed {
-                if waited.is_some() {
-                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                if let Some((_, ticket)) = waited {
+                    st.queue.retain(|w| w.ticket != ticket);
+                    self.waiting.store(st.queue.len(), Ordering::Release);
                 }
                 return Err(os(code));
             }
-            let fits = st.live_count < self.max_buffers && st.live_bytes + cap <= self.max_bytes;
-            if fits || st.live_count == 0 {
+            // First come, first served: nobody overtakes a writer already waiting.
+            let first = st.queue.front().map(|w| w.ticket) == waited.map(|(_, t)| t);
+            if first && self.fits(&st, cap) {
+                if waited.is_some() {
+                    st.queue.pop_front();
+                    self.waiting.store(st.queue.len(), Ordering::Release);
+                }
                 break;
             }
             if waited.is_none() {
-                waited = Some(Instant::now());
-                self.waiting.fetch_add(1, Ordering::AcqRel);
+                let ticket = st.next_ticket;
+                st.next_ticket += 1;
+                st.queue.push_back(Waiter {
+                    ticket,
+                    cap,
+                    thread: thread::current(),
+                });
+                self.waiting.store(st.queue.len(), Ordering::Release);
+                waited = Some((Instant::now(), ticket));
                 if let Some(f) = on_wait.take() {
                     drop(st);
                     f();
@@ -113,13 +145,15 @@ impl Pool {
                     continue;
                 }
             }
-            st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        if waited.is_some() {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            // An unpark between the unlock and the park is kept: park returns at once.
+            drop(st);
+            thread::park();
+            st = self.lock();
         }
         st.live_bytes += cap;
         st.live_count += 1;
+        // What was freed may be enough for the next in line too.
+        self.wake_first(&st);
         let mut shared = match st.free.get_mut(&cap).and_then(Vec::pop) {
             Some(b) => {
                 st.free_bytes -= cap;
@@ -150,7 +184,7 @@ impl Pool {
         let b = Arc::get_mut(&mut shared).expect("free buffers are held only by the pool");
         b.len = len;
         b.live = true;
-        Ok((BufRef(Some(shared)), waited.map(|t| t.elapsed())))
+        Ok((BufRef(Some(shared)), waited.map(|(t, _)| t.elapsed())))
     }
 
     /// Takes back ownership of a buffer given out by [`BufRef::into_reserved`].
@@ -180,8 +214,7 @@ impl Pool {
             st.free.entry(cap).or_default().push(shared);
             st.free_bytes += cap;
         }
-        drop(st);
-        self.wake_waiters();
+        self.wake_first(&st);
     }
 
     /// Accounts for a live buffer freed outright (its last holder was a reader).
@@ -189,13 +222,23 @@ impl Pool {
         let mut st = self.lock();
         st.live_bytes -= cap;
         st.live_count -= 1;
-        drop(st);
-        self.wake_waiters();
+        self.wake_first(&st);
     }
 
-    fn wake_waiters(&self) {
-        if self.waiting() > 0 {
-            self.space.notify_all();
+    /// Whether a buffer of `cap` bytes fits the budget now. A request larger than the
+    /// whole budget fits when nothing else is live, so it cannot wait forever.
+    fn fits(&self, st: &PoolState, cap: usize) -> bool {
+        st.live_count == 0
+            || (st.live_count < self.max_buffers && st.live_bytes + cap <= self.max_bytes)
+    }
+
+    /// Wakes the first waiter if its buffer fits now. Called whenever space is freed and
+    /// after each grant, so a waiter that fits is never left asleep.
+    fn wake_first(&self, st: &PoolState) {
+        if let Some(w) = st.queue.front() {
+            if self.fits(st, w.cap) {
+                w.thread.unpark();
+            }
         }
     }
 
@@ -206,9 +249,11 @@ impl Pool {
         st.failed.get_or_insert(code);
         let cached = std::mem::take(&mut st.free);
         st.free_bytes = 0;
+        for w in &st.queue {
+            w.thread.unpark();
+        }
         drop(st);
         drop(cached);
-        self.space.notify_all();
     }
 }
 
@@ -343,5 +388,90 @@ mod tests {
         pool.fail(libc::EIO);
         assert_eq!(t.join().unwrap(), Some(libc::EIO));
         drop(big);
+    }
+
+    /// Spawns a writer that reserves `len` bytes, records `name` and holds the buffer
+    /// until told to drop it; returns once it is queued (or done).
+    fn queued_writer(
+        pool: &Arc<Pool>,
+        len: usize,
+        name: &'static str,
+        order: &Arc<Mutex<Vec<&'static str>>>,
+    ) -> (thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+        let (p, o) = (Arc::clone(pool), Arc::clone(order));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let before = pool.waiting();
+        let t = thread::spawn(move || {
+            let (b, waited) = p.reserve(len, || {}).unwrap();
+            assert!(waited.is_some(), "{name} waited");
+            o.lock().unwrap().push(name);
+            let _ = rx.recv();
+            drop(b);
+        });
+        while pool.waiting() == before {
+            thread::yield_now();
+        }
+        (t, tx)
+    }
+
+    #[test]
+    fn waiters_are_served_in_arrival_order_and_none_is_left_asleep() {
+        let pool = Pool::new(8192, 2, 1);
+        let (a, _) = pool.reserve(4096, || {}).unwrap();
+        let (b, _) = pool.reserve(4096, || {}).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // A big request first, then a small one that would fit sooner: it waits its turn.
+        let (big, big_go) = queued_writer(&pool, 8192, "big", &order);
+        let (small, small_go) = queued_writer(&pool, 64, "small", &order);
+        drop(a);
+        thread::sleep(Duration::from_millis(20));
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "nobody overtakes the first in line"
+        );
+        drop(b); // now the big one fits; the small one waits for it
+        while order.lock().unwrap().is_empty() {
+            thread::yield_now();
+        }
+        big_go.send(()).unwrap();
+        big.join().unwrap();
+        small_go.send(()).unwrap();
+        small.join().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["big", "small"]);
+        assert_eq!(pool.waiting(), 0);
+        assert_eq!(pool.live_bytes(), 0);
+    }
+
+    #[test]
+    fn many_writers_on_a_tiny_budget_all_finish() {
+        let pool = Pool::new(3 * 4096, 3, 1);
+        let threads: Vec<_> = (0..32)
+            .map(|t| {
+                let p = Arc::clone(&pool);
+                thread::spawn(move || {
+                    for i in 0..500 {
+                        let len = if (t + i) % 3 == 0 {
+                            64
+                        } else {
+                            4096 << (i % 2)
+                        };
+                        let (b, _) = p.reserve(len, || {}).unwrap();
+                        thread::yield_now();
+                        drop(b);
+                    }
+                })
+            })
+            .collect();
+        // A lost wake-up would hang the test: fail it instead.
+        let (done_tx, done) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for t in threads {
+                t.join().unwrap();
+            }
+            done_tx.send(()).unwrap();
+        });
+        done.recv_timeout(Duration::from_secs(60))
+            .expect("every writer finished within 60 s");
+        assert_eq!((pool.waiting(), pool.live_bytes()), (0, 0));
     }
 }
