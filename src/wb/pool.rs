@@ -391,7 +391,7 @@ mod tests {
     }
 
     /// Spawns a writer that reserves `len` bytes, records `name` and holds the buffer
-    /// until told to drop it; returns once it is queued (or done).
+    /// until told to drop it; returns once it is queued (it must have to wait).
     fn queued_writer(
         pool: &Arc<Pool>,
         len: usize,
