@@ -36,10 +36,10 @@ pub(crate) fn open(path: &Path, cfg: &Config, create: bool) -> io::Result<File> 
 /// device, seconds) later. A successor that reads or writes meanwhile sees bytes change
 /// under it, or has its new bytes overwritten by the dead process's older ones
 /// (docs/durability.md has the measurements). `fallocate` waits for the inode's direct
-/// I/O to drain (`inode_dio_wait`, first thing on ext4 and, by its source, XFS); `KEEP_SIZE` over the last
-/// byte keeps the length and allocates nothing unless that byte is a hole. Its result is
-/// ignored: the wait comes before any failure, and a filesystem without `fallocate`
-/// offers no other way to wait. (It does update the file's mtime.)
+/// I/O to drain (`inode_dio_wait`, first thing on ext4 and, by its source, XFS);
+/// `KEEP_SIZE` over the last byte keeps the length and allocates nothing unless that byte
+/// is a hole. Its result is ignored: the wait comes before any failure, and a filesystem
+/// without `fallocate` offers no other way to wait. (It does update the file's mtime.)
 fn settle_direct_io(file: &File) -> io::Result<()> {
     let len = file_len(file)?;
     if len > 0 {
