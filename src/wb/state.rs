@@ -666,6 +666,18 @@ mod tests {
             };
             op
         }
+        /// Plans and expects exactly one write with a linked sync; returns (write, sync).
+        fn plan_one_linked_write(&mut self) -> (usize, usize) {
+            let pushes = self.plan();
+            let [Push::Write {
+                op,
+                linked_sync: Some(sync),
+            }] = pushes[..]
+            else {
+                panic!("expected one write with a linked sync: {pushes:?}")
+            };
+            (op, sync)
+        }
         fn plan(&mut self) -> Vec<Push> {
             let mut out = Vec::new();
             self.st.plan(&limits(), self.now, false, &mut out);
@@ -801,14 +813,7 @@ mod tests {
         let mut f = Fixture::new();
         f.write(0, 10, 1);
         let (a, b) = (f.force(), f.force());
-        let pushes = f.plan();
-        let [Push::Write {
-            op,
-            linked_sync: Some(sync),
-        }] = pushes[..]
-        else {
-            panic!("{pushes:?}")
-        };
+        let (op, sync) = f.plan_one_linked_write();
         f.st.complete(op, 10, &limits(), f.now);
         f.write(10, 10, 2);
         let c = f.force(); // arrives while the sync runs
@@ -866,14 +871,7 @@ mod tests {
         let mut f = Fixture::new();
         f.write(0, 8192, 1);
         let w = f.force();
-        let pushes = f.plan();
-        let [Push::Write {
-            op,
-            linked_sync: Some(sync),
-        }] = pushes[..]
-        else {
-            panic!("{pushes:?}")
-        };
+        let (op, sync) = f.plan_one_linked_write();
         f.st.complete(op, 4096, &limits(), f.now); // short
         f.st.complete(sync, -libc::ECANCELED, &limits(), f.now);
         assert!(
@@ -907,14 +905,7 @@ mod tests {
         let mut f = Fixture::new();
         f.write(0, 10, 7);
         let w = f.force();
-        let pushes = f.plan();
-        let [Push::Write {
-            op,
-            linked_sync: Some(sync),
-        }] = pushes[..]
-        else {
-            panic!("{pushes:?}")
-        };
+        let (op, sync) = f.plan_one_linked_write();
         f.st.complete(op, -libc::EIO, &limits(), f.now);
         f.st.complete(sync, -libc::ECANCELED, &limits(), f.now);
         assert_eq!(
