@@ -9,12 +9,14 @@ step() { printf '\n== %s\n' "$*"; }
 step "cargo fmt --all --check"
 cargo fmt --all --check
 
-step "cargo clippy --all-targets --all-features -- -D warnings"
-cargo clippy --all-targets --all-features -- -D warnings
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "cargo doc --no-deps (warnings are errors)"
-RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps
+step "cargo doc --workspace --no-deps (warnings are errors)"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
 
+# The README's test command: at the root it covers the workspace's default-members, which
+# Cargo.toml keeps equal to every member (the library and cli/).
 step "cargo test --all-features"
 start=$SECONDS
 cargo test --all-features

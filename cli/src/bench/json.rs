@@ -369,7 +369,7 @@ mod tests {
         let v: Value = serde_json::from_str(&doc).unwrap();
         let mut all = Vec::new();
         keys(&v[0], "", &mut all);
-        let docs = include_str!("../../docs/benchmarks.md");
+        let docs = include_str!("../../../docs/benchmarks.md");
         let missing: Vec<&String> = all
             .iter()
             .filter(|k| !docs.contains(&format!("`{k}`")))
