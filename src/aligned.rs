@@ -1,10 +1,24 @@
 //! Heap memory aligned for direct I/O. The only place that allocates raw memory.
 
 use std::alloc::{self, Layout};
+use std::io;
 use std::ptr::NonNull;
+
+use crate::error::os_msg;
 
 /// A zero-initialised, fixed-capacity byte buffer whose address is aligned to `align`
 /// (a power of two), as `O_DIRECT` requires of the memory handed to the kernel.
+///
+/// The handles allocate these for their own buffers; it is public so that code writing
+/// through an `O_DIRECT` handle (or reading with `read`) can use the same allocation.
+///
+/// ```
+/// use writebehind::AlignedBuf;
+/// let mut b = AlignedBuf::try_zeroed(8192, 4096).unwrap();
+/// assert_eq!(b.as_slice().as_ptr() as usize % 4096, 0);
+/// b.as_mut_slice()[0] = 1;
+/// assert_eq!(b.capacity(), 8192);
+/// ```
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     layout: Layout,
@@ -17,17 +31,50 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    /// A buffer of `capacity` zero bytes (at least one byte is allocated) aligned to `align`.
+    /// A buffer of `capacity` zero bytes aligned to `align` (0 counts as 1). A capacity of
+    /// 0 allocates nothing.
     ///
-    /// Panics only if `align` is not a power of two or the size overflows, which callers
-    /// rule out by validating the configuration first.
-    pub fn zeroed(capacity: usize, align: usize) -> Self {
-        let layout = Layout::from_size_align(capacity.max(1), align.max(1))
-            .expect("aligned buffer: alignment must be a power of two");
+    /// # Errors
+    ///
+    /// `EINVAL` when `align` is not a power of two; `ENOMEM` when the size overflows
+    /// `isize` or the allocator has no memory for it. Never aborts.
+    pub fn try_zeroed(capacity: usize, align: usize) -> io::Result<Self> {
+        let align = align.max(1);
+        if !align.is_power_of_two() {
+            return Err(os_msg(
+                libc::EINVAL,
+                format!("alignment {align} is not a power of two"),
+            ));
+        }
+        let no_mem = || {
+            os_msg(
+                libc::ENOMEM,
+                format!("cannot allocate a {capacity}-byte buffer"),
+            )
+        };
+        let layout = Layout::from_size_align(capacity, align).map_err(|_| no_mem())?;
+        if capacity == 0 {
+            return Ok(AlignedBuf::empty_aligned(layout));
+        }
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, layout }
+        let ptr = NonNull::new(raw).ok_or_else(no_mem)?;
+        Ok(AlignedBuf { ptr, layout })
+    }
+
+    /// A buffer of no bytes, which allocates nothing.
+    pub(crate) fn empty() -> Self {
+        AlignedBuf::empty_aligned(Layout::new::<()>())
+    }
+
+    /// A dangling (never dereferenced for any byte) pointer aligned to `layout.align()`.
+    fn empty_aligned(layout: Layout) -> Self {
+        debug_assert_eq!(layout.size(), 0);
+        let ptr = std::ptr::without_provenance_mut::<u8>(layout.align());
+        AlignedBuf {
+            ptr: NonNull::new(ptr).expect("an alignment is never 0"),
+            layout,
+        }
     }
 
     /// Bytes this buffer holds.
@@ -42,8 +89,8 @@ impl AlignedBuf {
 
     /// The whole buffer.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for `size` initialised (zeroed at allocation) bytes for as
-        // long as `self` lives, and `&self` forbids concurrent mutation through safe code.
+        // SAFETY: ptr is non-null, aligned and valid for `size` initialised (zeroed at
+        // allocation; no bytes when size is 0) bytes for as long as `self` lives, and `&self` forbids concurrent mutation through safe code.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
     }
 
@@ -64,8 +111,10 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: ptr was allocated with exactly this layout and is freed once.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        if self.layout.size() > 0 {
+            // SAFETY: ptr was allocated with exactly this layout and is freed once.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        }
     }
 }
 
@@ -79,7 +128,7 @@ impl std::fmt::Debug for AlignedBuf {
 }
 
 /// `value` rounded up to a multiple of `align` (a power of two).
-pub fn align_up(value: usize, align: usize) -> usize {
+pub(crate) fn align_up(value: usize, align: usize) -> usize {
     (value + align - 1) & !(align - 1)
 }
 
@@ -90,13 +139,24 @@ mod tests {
     #[test]
     fn aligned_and_zeroed() {
         for align in [1, 512, 4096] {
-            let mut b = AlignedBuf::zeroed(8192, align);
+            let mut b = AlignedBuf::try_zeroed(8192, align).unwrap();
             assert_eq!(b.as_slice().as_ptr() as usize % align, 0);
             assert!(b.as_slice().iter().all(|&x| x == 0));
             b.as_mut_slice()[8191] = 7;
             assert_eq!(b.as_slice()[8191], 7);
         }
-        assert_eq!(AlignedBuf::zeroed(0, 64).capacity(), 1);
+        let empty = AlignedBuf::try_zeroed(0, 64).unwrap();
+        assert_eq!((empty.capacity(), empty.as_slice().len()), (0, 0));
+        assert_eq!(empty.as_slice().as_ptr() as usize % 64, 0);
+        let errno = |e: io::Error| crate::errno(&e);
+        assert_eq!(
+            errno(AlignedBuf::try_zeroed(1, 3).unwrap_err()),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            errno(AlignedBuf::try_zeroed(usize::MAX - 10, 64).unwrap_err()),
+            Some(libc::ENOMEM)
+        );
         assert_eq!(align_up(1, 512), 512);
         assert_eq!(align_up(4096, 4096), 4096);
     }

@@ -83,7 +83,7 @@ impl FileHandle {
         let end = fileio::file_len(&file)?;
         let direct = cfg.is_direct_io();
         let align = if direct {
-            fileio::dio_alignment(&file)
+            fileio::dio_alignment(&file).bytes
         } else {
             1
         };

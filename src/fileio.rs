@@ -44,20 +44,78 @@ fn settle_direct_io(file: &File) -> io::Result<()> {
     let len = file_len(file)?;
     if len > 0 {
         let last = (len - 1) as libc::off_t;
-        // SAFETY: fallocate takes no pointers; the descriptor is open for writing.
-        unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, last, 1) };
+        let _ = nix::fcntl::fallocate(
+            file,
+            nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            last,
+            1,
+        );
     }
     Ok(())
 }
 
+/// Where a [`DioAlignment`] came from.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlignmentSource {
+    /// `statx` with `STATX_DIOALIGN` (Linux 6.1+, on file systems that report it).
+    Statx,
+    /// The device's `logical_block_size` in sysfs.
+    Sysfs,
+    /// Neither was available: 512 bytes.
+    Default,
+}
+
+impl AlignmentSource {
+    /// A short lowercase name: `"statx"`, `"sysfs"` or `"default"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlignmentSource::Statx => "statx",
+            AlignmentSource::Sysfs => "sysfs",
+            AlignmentSource::Default => "default",
+        }
+    }
+}
+
+impl std::fmt::Display for AlignmentSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The alignment direct I/O needs on a file, from [`dio_alignment`].
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DioAlignment {
+    /// Bytes (a power of two) that memory addresses, file offsets and lengths of
+    /// `O_DIRECT` I/O must be multiples of.
+    pub bytes: usize,
+    /// Where the value came from.
+    pub source: AlignmentSource,
+}
+
 /// The direct-I/O alignment for `file` (memory, offset and length): `statx`'s
-/// `STATX_DIOALIGN` when the kernel and filesystem report it, else the device's logical
-/// block size from sysfs, else 512.
-pub(crate) fn dio_alignment(file: &File) -> usize {
-    statx_dio_align(file)
-        .or_else(|| sysfs_queue_value(file, "logical_block_size"))
-        .filter(|a| a.is_power_of_two())
-        .unwrap_or(512)
+/// `STATX_DIOALIGN` (the larger of the memory and offset alignments) when the kernel and
+/// file system report it, else the device's logical block size from sysfs, else 512.
+/// The handles opened with [`Config::direct_io`] use this value.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let f = std::fs::File::create(dir.path().join("f")).unwrap();
+/// let a = writebehind::dio_alignment(&f);
+/// assert!(a.bytes.is_power_of_two());
+/// ```
+pub fn dio_alignment(file: &File) -> DioAlignment {
+    let (bytes, source) = if let Some(a) = statx_dio_align(file).filter(|a| a.is_power_of_two()) {
+        (a, AlignmentSource::Statx)
+    } else if let Some(a) =
+        sysfs_queue_value(file, "logical_block_size").filter(|a| a.is_power_of_two())
+    {
+        (a, AlignmentSource::Sysfs)
+    } else {
+        (512, AlignmentSource::Default)
+    };
+    DioAlignment { bytes, source }
 }
 
 /// The largest single write the device takes (`max_sectors_kb`), else 1 MiB.
@@ -187,17 +245,7 @@ fn pread_direct_aligned(file: &File, align: usize, buf: &mut [u8], offset: u64) 
 /// A zeroed [`AlignedBuf`] of `len` bytes, or `ENOMEM` (never a panic or an abort) when
 /// `len` is absurd or the memory is not there.
 pub(crate) fn alloc_aligned(len: usize, align: usize) -> io::Result<AlignedBuf> {
-    let no_mem = || os_msg(libc::ENOMEM, format!("cannot allocate a {len}-byte buffer"));
-    if len > isize::MAX as usize - align {
-        return Err(no_mem());
-    }
-    // AlignedBuf aborts when the allocator fails; for large sizes ask a fallible allocator
-    // first whether the memory can be had (small sizes cannot realistically fail).
-    if len >= 64 << 20 {
-        let mut probe: Vec<u8> = Vec::new();
-        probe.try_reserve_exact(len).map_err(|_| no_mem())?;
-    }
-    Ok(AlignedBuf::zeroed(len, align))
+    AlignedBuf::try_zeroed(len, align)
 }
 
 /// `EINVAL` unless `start <= stop`: the argument check every `force_range` shares.

@@ -31,10 +31,12 @@ mod memory;
 mod stats;
 mod wb;
 
+pub use aligned::AlignedBuf;
 pub use buffer::{ReadBuffer, WriteBuffer};
 pub use config::{Backend, Config, SyncMode};
 pub use error::{errno, OsError};
 pub use file::FileHandle;
+pub use fileio::{dio_alignment, AlignmentSource, DioAlignment};
 pub use handle::Handle;
 pub use memory::MemoryHandle;
 pub use stats::{BackendKind, Stats};

@@ -424,7 +424,7 @@ pub(super) mod conformance {
             return;
         }
         let mut engine = make(file_in(dir.path(), true));
-        let buf = AlignedBuf::zeroed(8192, 4096);
+        let buf = AlignedBuf::try_zeroed(8192, 4096).unwrap();
         let bad = [libc::iovec {
             iov_base: buf.as_ptr().wrapping_add(1) as *mut _,
             iov_len: 4096,

@@ -254,7 +254,7 @@ impl WriteBehindFile {
     fn start(file: File, cfg: &Config) -> io::Result<Self> {
         let file = Arc::new(file);
         let align = if cfg.direct_io {
-            fileio::dio_alignment(&file)
+            fileio::dio_alignment(&file).bytes
         } else {
             1
         };

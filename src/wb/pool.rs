@@ -173,8 +173,16 @@ impl Pool {
                     st.free_bytes -= c;
                 }
                 drop(st);
+                let buf = match AlignedBuf::try_zeroed(cap, align) {
+                    Ok(buf) => buf,
+                    Err(e) => {
+                        // Give the charge back, or the budget stays spent for good.
+                        self.forget_live(cap);
+                        return Err(e);
+                    }
+                };
                 Arc::new(PoolBuf {
-                    buf: AlignedBuf::zeroed(cap, align),
+                    buf,
                     len: 0,
                     live: false,
                     pool: Arc::clone(self),
@@ -325,7 +333,7 @@ impl BufRef {
         let mut shared = self.0.take().expect("held");
         let b = Arc::get_mut(&mut shared).expect("reserved buffers are not shared");
         b.live = false;
-        std::mem::replace(&mut b.buf, AlignedBuf::zeroed(0, 1))
+        std::mem::replace(&mut b.buf, AlignedBuf::empty())
     }
 }
 
@@ -352,6 +360,24 @@ mod tests {
         assert_eq!(class(100, 512), (512, 512));
         assert_eq!(class(4096, 512), (4096, 4096));
         assert_eq!(class(4097, 1), (8192, 4096));
+    }
+
+    #[test]
+    fn a_failed_allocation_gives_its_charge_back() {
+        // A request larger than the budget is granted when alone; one the allocator
+        // cannot serve must fail with ENOMEM and leave the budget as it was.
+        let pool = Pool::new(8192, 100, 1);
+        for _ in 0..2 {
+            let e = pool
+                .reserve(isize::MAX as usize - 8192, || {})
+                .err()
+                .unwrap();
+            assert_eq!(e.raw_os_error().or(crate::errno(&e)), Some(libc::ENOMEM));
+            assert_eq!(pool.live_bytes(), 0);
+        }
+        let (a, w) = pool.reserve(4096, || {}).unwrap();
+        assert!(w.is_none(), "nothing waits after the failure");
+        drop(a);
     }
 
     #[test]

@@ -37,15 +37,15 @@ pub fn config(cell: &CellConfig) -> Config {
 }
 
 impl Opened {
-    /// Opens `path` for `cell`: the existing (pre-sized) file when `existing`, else a new
-    /// empty one.
-    pub fn open(cell: &CellConfig, path: &Path, existing: bool) -> io::Result<Opened> {
+    /// Opens the scratch file at `path` for `cell`. The file already exists (created
+    /// exclusively by `ScratchFile::create`, then pre-sized or left empty), so it is only
+    /// opened, never created or truncated here.
+    pub fn open(cell: &CellConfig, path: &Path) -> io::Result<Opened> {
         let cfg = config(cell);
-        Ok(match (cell.backend.is_writebehind(), existing) {
-            (true, true) => Opened::WriteBehind(WriteBehindFile::open(path, &cfg)?),
-            (true, false) => Opened::WriteBehind(WriteBehindFile::create(path, &cfg)?),
-            (false, true) => Opened::File(FileHandle::open(path, &cfg)?),
-            (false, false) => Opened::File(FileHandle::create(path, &cfg)?),
+        Ok(if cell.backend.is_writebehind() {
+            Opened::WriteBehind(WriteBehindFile::open(path, &cfg)?)
+        } else {
+            Opened::File(FileHandle::open(path, &cfg)?)
         })
     }
 

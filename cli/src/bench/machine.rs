@@ -3,12 +3,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-
-use super::sys;
 
 /// The machine and the directory the benchmark writes in.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -101,32 +99,15 @@ fn probe_alignment(dir: &Path) -> io::Result<(Option<u64>, &'static str)> {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             // O_DIRECT refused; make sure the directory is writable at all.
-            File::create(&path)?;
+            File::create_new(&path)?;
             let _ = fs::remove_file(&path);
             return Ok((None, "none"));
         }
         Err(e) => return Err(e),
     };
     let _ = fs::remove_file(&path);
-    if let Some(a) = sys::statx_dio_align(&file).filter(|a| a.is_power_of_two()) {
-        return Ok((Some(a), "statx"));
-    }
-    if let Some(a) = sysfs_logical_block_size(&file).filter(|a| a.is_power_of_two()) {
-        return Ok((Some(a), "sysfs"));
-    }
-    Ok((Some(512), "default"))
-}
-
-fn sysfs_logical_block_size(file: &File) -> Option<u64> {
-    let dev = file.metadata().ok()?.dev();
-    let base = format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev));
-    [
-        format!("{base}/queue/logical_block_size"),
-        format!("{base}/../queue/logical_block_size"),
-    ]
-    .iter()
-    .find_map(|p| fs::read_to_string(p).ok())
-    .and_then(|s| s.trim().parse().ok())
+    let a = writebehind::dio_alignment(&file);
+    Ok((Some(a.bytes as u64), a.source.name()))
 }
 
 /// A name for a `statfs` magic number; ext2/3/4 share one, so the mount table decides.

@@ -156,8 +156,7 @@ fn run_all(plan: &Plan, machine: &Machine) -> Vec<CellRun> {
     let cells = plan.cells();
     let total = cells.len() * plan.repeat as usize;
     let progress = Progress::new(total);
-    let open =
-        |c: &cli::CellConfig, p: &std::path::Path, existing: bool| Opened::open(c, p, existing);
+    let open = |c: &cli::CellConfig, p: &std::path::Path, _presized: bool| Opened::open(c, p);
     let mut runs = Vec::with_capacity(total);
     'reps: for repetition in 1..=plan.repeat {
         for cell in &cells {

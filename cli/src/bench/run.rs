@@ -113,7 +113,7 @@ pub fn run_cell(
     progress: ProgressFn<'_>,
     open: &dyn Fn(&CellConfig, &Path, bool) -> io::Result<Opened>,
 ) -> io::Result<Figures> {
-    let scratch = ScratchFile::new(&machine.dir);
+    let scratch = ScratchFile::create(&machine.dir)?;
     let presized = cell.workload.presized();
     if presized {
         presize(scratch.path(), cell.file_size, machine.dio_alignment)?;

@@ -1,8 +1,6 @@
-//! The few OS calls the benchmark makes itself: CPU time, the direct-I/O alignment, and
-//! the Ctrl-C flag. Every `unsafe` block of the binary is here.
+//! The few OS calls the benchmark makes itself: CPU time and the Ctrl-C flag. The one
+//! `unsafe` block of the binary (installing the signal handler) is here.
 
-use std::fs::File;
-use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -18,22 +16,16 @@ impl CpuTime {
     /// The process's CPU time so far (zero if `getrusage` fails, which it cannot with
     /// these arguments).
     pub fn now() -> CpuTime {
-        // SAFETY: `rusage` is plain old data, so all-zero is a valid value; getrusage
-        // only writes into the struct we own and pass by exclusive reference.
-        let ru = unsafe {
-            let mut ru: libc::rusage = std::mem::zeroed();
-            if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
-                return CpuTime::default();
-            }
-            ru
+        use nix::sys::resource::{getrusage, UsageWho};
+        use nix::sys::time::TimeValLike;
+        let Ok(ru) = getrusage(UsageWho::RUSAGE_SELF) else {
+            return CpuTime::default();
         };
-        let tv = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec.max(0) as u64)
-                + Duration::from_micros(t.tv_usec.max(0) as u64)
-        };
+        let tv =
+            |t: nix::sys::time::TimeVal| Duration::from_micros(t.num_microseconds().max(0) as u64);
         CpuTime {
-            user: tv(ru.ru_utime),
-            sys: tv(ru.ru_stime),
+            user: tv(ru.user_time()),
+            sys: tv(ru.system_time()),
         }
     }
 
@@ -44,29 +36,6 @@ impl CpuTime {
             sys: self.sys.saturating_sub(earlier.sys),
         }
     }
-}
-
-/// `statx(STATX_DIOALIGN)` of an open file: the larger of the memory and offset
-/// alignments O_DIRECT needs, when the kernel and file system report them.
-pub fn statx_dio_align(file: &File) -> Option<u64> {
-    // SAFETY: `statx` is plain old data (all-zero is valid); the call only writes into
-    // `stx`, which we own; the empty path with AT_EMPTY_PATH makes it describe the fd.
-    let (rc, stx) = unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_DIOALIGN,
-            &mut stx,
-        );
-        (rc, stx)
-    };
-    if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 {
-        return None;
-    }
-    let align = u64::from(stx.stx_dio_mem_align.max(stx.stx_dio_offset_align));
-    (align > 0).then_some(align)
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

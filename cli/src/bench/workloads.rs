@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use writebehind::Handle;
 
 use super::cli::{CellConfig, Stop, Workload};
-use super::scratch::AlignedBlock;
+use super::scratch::filled;
 use super::sys;
 
 /// A latency histogram in nanoseconds, 1 ns to 1 hour, 3 significant digits.
@@ -251,7 +251,7 @@ fn writer(
     align: usize,
 ) -> io::Result<WriterOut> {
     let ws = cell.write_size;
-    let mut block = AlignedBlock::new(ws as usize, align, 0xA0 ^ id as u8);
+    let mut block = filled(ws as usize, align, 0xA0 ^ id as u8)?;
     let mut rng = Rng::new(0x5EED ^ (id << 32));
     let blocks = (cell.file_size / ws).max(1);
     let span = blocks * ws;
@@ -317,7 +317,7 @@ fn reader(
     align: usize,
 ) -> io::Result<ReaderOut> {
     let ws = cell.write_size;
-    let mut block = AlignedBlock::new(ws as usize, align, 0);
+    let mut block = filled(ws as usize, align, 0)?;
     let mut rng = Rng::new(0xBEEF ^ (id << 32));
     let blocks = (cell.file_size / ws).max(1);
     let mut out = ReaderOut {
