@@ -22,6 +22,11 @@ impl Bytes for AlignedBuf {
 pub(crate) trait CommitSink: Sync {
     /// Stores the first `len` bytes of `buf` at `offset`. Owns `buf` from now on.
     fn commit(&self, offset: u64, len: usize, buf: AlignedBuf) -> io::Result<()>;
+
+    /// A guard was dropped and its `commit` failed with `error` (nobody else will see it):
+    /// the handle may count it. The error is `EDOM`, `EINVAL` or an already-latched one,
+    /// so it latches nothing new.
+    fn dropped_unstored(&self, _error: &io::Error) {}
 }
 
 /// A writable view of `[offset, offset + len)`, returned by
@@ -29,8 +34,17 @@ pub(crate) trait CommitSink: Sync {
 /// [`Handle::append_buffer`](crate::Handle::append_buffer).
 ///
 /// It starts zero-filled. Fill it through `DerefMut`; the whole range counts as written
-/// when the guard is dropped, or when [`release`](WriteBuffer::release) is called, which
-/// also returns any error (a drop can only log it).
+/// when the guard is dropped, or when [`release`](WriteBuffer::release) is called.
+///
+/// # Errors
+///
+/// [`release`](WriteBuffer::release) returns what storing the bytes returned: `EDOM` when
+/// [`truncate_start`](crate::Handle::truncate_start) moved the start past the guard's
+/// offset meanwhile, the handle's latched error (see [`Handle`](crate::Handle)), or for
+/// [`FileHandle`](crate::FileHandle) the error of its `pwrite`. A dropped guard cannot
+/// return it: the failure goes to the `log` facade (level `warn`) and, on a
+/// [`WriteBehindFile`](crate::WriteBehindFile), is counted in
+/// [`Stats::dropped_buffer_failures`](crate::Stats::dropped_buffer_failures).
 ///
 /// ```
 /// use writebehind::{Handle, MemoryHandle};
@@ -108,10 +122,12 @@ impl DerefMut for WriteBuffer<'_> {
 impl Drop for WriteBuffer<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.commit() {
-            eprintln!(
-                "writebehind: write buffer at offset {} ({} bytes) was not stored: {e}",
-                self.offset, self.len
+            log::warn!(
+                "writebehind: dropped write buffer at offset {} ({} bytes) was not stored: {e}",
+                self.offset,
+                self.len
             );
+            self.sink.dropped_unstored(&e);
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Config {
     pub(crate) max_write_bytes: Option<usize>,
     pub(crate) max_dirty_age: Duration,
     pub(crate) ring_entries: u32,
+    pub(crate) max_io_bytes: usize,
+    pub(crate) lock_file: bool,
     #[cfg(feature = "fault-injection")]
     pub(crate) fault_injector: Option<crate::fault::FaultInjector>,
 }
@@ -68,6 +70,8 @@ impl Default for Config {
             max_write_bytes: None,
             max_dirty_age: Duration::from_millis(5),
             ring_entries: 128,
+            max_io_bytes: DEFAULT_MAX_IO_BYTES,
+            lock_file: true,
             #[cfg(feature = "fault-injection")]
             fault_injector: None,
         }
@@ -76,6 +80,9 @@ impl Default for Config {
 
 /// The most bytes any single budget may be set to (1 TiB): larger is surely a mistake.
 const MAX_BYTES: usize = 1 << 40;
+
+/// The default cap on one call's length, [`Config::max_io_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_IO_BYTES: usize = 1 << 30;
 
 impl Config {
     /// Open with `O_DIRECT` (default `false`). Writes must then be aligned to the file's
@@ -134,6 +141,32 @@ impl Config {
         self
     }
 
+    /// The most bytes one call may read or write (default 1 GiB, at most 1 TiB): `write`,
+    /// `append`, `read` and the three buffer calls fail at once with `EINVAL` when their
+    /// length is larger, before anything is allocated or reserved, and the handle goes on
+    /// working. Below the cap, a buffer the handle must allocate for the call that the
+    /// allocator refuses gives `ENOMEM`, never an abort. On a [`WriteBehindFile`] a write
+    /// larger than [`buffer_bytes`](Config::buffer_bytes) still works: it waits until it
+    /// is the only buffer held.
+    ///
+    /// [`WriteBehindFile`]: crate::WriteBehindFile
+    pub fn max_io_bytes(mut self, bytes: usize) -> Self {
+        self.max_io_bytes = bytes;
+        self
+    }
+
+    /// Whether opening takes an exclusive advisory lock (`flock(LOCK_EX|LOCK_NB)`) on the
+    /// file (default `true`). Two handles writing one file would overwrite each other's
+    /// bytes unnoticed (each buffers and orders only its own writes), so a second open of
+    /// a locked file, by this process or another, fails with `EWOULDBLOCK`
+    /// ([`io::ErrorKind::WouldBlock`]). The lock ends when the handle is closed or dropped
+    /// (or its process dies). `false` opens without locking, for files another mechanism
+    /// already protects.
+    pub fn lock_file(mut self, on: bool) -> Self {
+        self.lock_file = on;
+        self
+    }
+
     /// Test hook (feature `fault-injection`): completions of the handle's engine are
     /// rewritten according to `injector`'s plan.
     #[cfg(feature = "fault-injection")]
@@ -155,6 +188,16 @@ impl Config {
     /// The requested backend.
     pub fn backend_choice(&self) -> Backend {
         self.backend
+    }
+
+    /// The cap on one call's length (see [`max_io_bytes`](Config::max_io_bytes)).
+    pub fn io_len_cap(&self) -> usize {
+        self.max_io_bytes
+    }
+
+    /// Whether opening locks the file (see [`lock_file`](Config::lock_file)).
+    pub fn locks_file(&self) -> bool {
+        self.lock_file
     }
 
     /// Checks every setting; the error (`InvalidInput`) names the first bad one.
@@ -190,6 +233,12 @@ impl Config {
                 self.queue_depth, self.ring_entries
             ));
         }
+        if self.max_io_bytes == 0 || self.max_io_bytes > MAX_BYTES {
+            return bad(format!(
+                "max_io_bytes {} must be in 1..=1 TiB",
+                self.max_io_bytes
+            ));
+        }
         if let Some(w) = self.max_write_bytes {
             if w == 0 || w > 1 << 30 {
                 return bad(format!("max_write_bytes {w} must be in 1..=1 GiB"));
@@ -222,6 +271,8 @@ mod tests {
             Config::default().max_write_bytes(0),
             Config::default().max_dirty_age(Duration::ZERO),
             Config::default().buffer_bytes(usize::MAX),
+            Config::default().max_io_bytes(0),
+            Config::default().max_io_bytes((1 << 40) + 1),
         ] {
             let e = bad.validate().unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");

@@ -80,6 +80,19 @@ pub(crate) fn duplicate(e: &io::Error) -> io::Error {
     }
 }
 
+/// `EINVAL` naming the cap when one call asks for more than `max` bytes (the handle's
+/// [`Config::max_io_bytes`](crate::Config::max_io_bytes)). Checked before anything is
+/// allocated, locked or reserved, so a huge length costs nothing and changes nothing.
+pub(crate) fn check_io_len(len: usize, max: usize) -> io::Result<()> {
+    if len > max {
+        return Err(os_msg(
+            libc::EINVAL,
+            format!("a call of {len} bytes exceeds max_io_bytes ({max})"),
+        ));
+    }
+    Ok(())
+}
+
 /// The end of `[offset, offset + len)`, or `EINVAL` when it overflows `u64`.
 pub(crate) fn range_end(offset: u64, len: usize) -> io::Result<u64> {
     offset.checked_add(len as u64).ok_or_else(|| {

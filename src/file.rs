@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::aligned::AlignedBuf;
 use crate::buffer::{CommitSink, ReadBuffer, WriteBuffer};
 use crate::config::{Config, SyncMode};
-use crate::error::{edom, os_msg, range_end};
+use crate::error::{check_io_len, edom, os_msg, range_end};
 use crate::fileio;
 use crate::handle::{self, Handle};
 
@@ -44,6 +44,8 @@ pub struct FileHandle {
     direct: bool,
     /// Direct-I/O alignment of offsets, lengths and memory; 1 without `O_DIRECT`.
     align: usize,
+    /// The cap on one call's length ([`Config::max_io_bytes`]).
+    max_io: usize,
     start: AtomicU64,
     /// Only grows: `fetch_max` after a write, `compare_exchange` to reserve an append.
     end: AtomicU64,
@@ -92,6 +94,7 @@ impl FileHandle {
             sync: cfg.sync_mode(),
             direct,
             align,
+            max_io: cfg.io_len_cap(),
             start: AtomicU64::new(0),
             end: AtomicU64::new(end),
         })
@@ -169,6 +172,7 @@ impl FileHandle {
 
     /// The checks and the `pwrite` of `write`, also used when a `WriteBuffer` is released.
     fn write_checked(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_io_len(data.len(), self.max_io)?;
         let stop = range_end(offset, data.len())?;
         if offset < self.start.load(Ordering::Acquire) {
             return Err(edom());
@@ -194,6 +198,7 @@ impl FileHandle {
 
     /// Atomically moves the end by `len` and returns the old end.
     fn reserve(&self, len: usize) -> io::Result<u64> {
+        check_io_len(len, self.max_io)?;
         let mut at = self.end.load(Ordering::Acquire);
         loop {
             let stop = range_end(at, len)?;
@@ -212,6 +217,7 @@ impl FileHandle {
 
     /// `EINVAL` on overflow, `EDOM` unless the range lies within `[start, end)`.
     fn check_read(&self, offset: u64, len: usize) -> io::Result<()> {
+        check_io_len(len, self.max_io)?;
         let stop = range_end(offset, len)?;
         if offset < self.start.load(Ordering::Acquire) || stop > self.end.load(Ordering::Acquire) {
             return Err(edom());
@@ -262,6 +268,7 @@ impl Handle for FileHandle {
     }
 
     fn write_buffer(&self, offset: u64, len: usize) -> io::Result<WriteBuffer<'_>> {
+        check_io_len(len, self.max_io)?;
         range_end(offset, len)?;
         if offset < self.start_position() {
             return Err(edom());
@@ -274,6 +281,7 @@ impl Handle for FileHandle {
     }
 
     fn append_buffer(&self, len: usize) -> io::Result<WriteBuffer<'_>> {
+        check_io_len(len, self.max_io)?;
         // Allocate first so a failure reserves nothing.
         let buf = fileio::alloc_aligned(len, self.align.max(64))?;
         let at = self.reserve(len)?;

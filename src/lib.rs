@@ -33,7 +33,7 @@ mod wb;
 
 pub use aligned::AlignedBuf;
 pub use buffer::{ReadBuffer, WriteBuffer};
-pub use config::{Backend, Config, SyncMode};
+pub use config::{Backend, Config, SyncMode, DEFAULT_MAX_IO_BYTES};
 pub use error::{errno, OsError};
 pub use file::FileHandle;
 pub use fileio::{dio_alignment, AlignmentSource, DioAlignment};

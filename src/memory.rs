@@ -5,7 +5,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::aligned::AlignedBuf;
 use crate::buffer::{CommitSink, ReadBuffer, WriteBuffer};
-use crate::error::{edom, os_msg, range_end};
+use crate::config::DEFAULT_MAX_IO_BYTES;
+use crate::error::{check_io_len, edom, os_msg, range_end};
 use crate::fileio::alloc_aligned;
 use crate::handle::Handle;
 
@@ -15,6 +16,12 @@ use crate::handle::Handle;
 /// every other. Bytes below the start are freed (lazily, once they make up half of the
 /// storage). Zero-length calls still check their offset (a read needs
 /// `start <= offset <= end`, a write `offset >= start`) and otherwise change nothing.
+///
+/// One call's length is capped like a file handle's (see
+/// [`Config::max_io_bytes`](crate::Config::max_io_bytes); default
+/// [`DEFAULT_MAX_IO_BYTES`], or [`with_max_io_bytes`](MemoryHandle::with_max_io_bytes)):
+/// above it the call fails with `EINVAL`; memory it cannot get (a write far past the end,
+/// a huge buffer) gives `ENOMEM`.
 ///
 /// ```
 /// use writebehind::{Handle, MemoryHandle};
@@ -26,9 +33,16 @@ use crate::handle::Handle;
 /// h.truncate_start(4).unwrap();
 /// assert_eq!(writebehind::errno(&h.read(0, &mut buf).unwrap_err()), Some(libc::EDOM));
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryHandle {
     state: RwLock<State>,
+    max_io: usize,
+}
+
+impl Default for MemoryHandle {
+    fn default() -> Self {
+        MemoryHandle::with_max_io_bytes(DEFAULT_MAX_IO_BYTES)
+    }
 }
 
 /// `bytes[i]` holds offset `base + i`; `base <= start`, and bytes past `bytes.len()` (up to
@@ -106,6 +120,22 @@ impl MemoryHandle {
         MemoryHandle::default()
     }
 
+    /// An empty handle whose calls may each ask for at most `max_io_bytes` bytes.
+    ///
+    /// ```
+    /// use writebehind::{Handle, MemoryHandle};
+    /// let h = MemoryHandle::with_max_io_bytes(4);
+    /// h.write(0, b"four").unwrap();
+    /// let e = h.write(0, b"fives").unwrap_err();
+    /// assert_eq!(writebehind::errno(&e), Some(libc::EINVAL));
+    /// ```
+    pub fn with_max_io_bytes(max_io_bytes: usize) -> Self {
+        MemoryHandle {
+            state: RwLock::default(),
+            max_io: max_io_bytes,
+        }
+    }
+
     fn state(&self) -> RwLockReadGuard<'_, State> {
         // A panic while holding the lock cannot leave State half-updated in a way that
         // breaks its invariants (store checks before it mutates), so poisoning is ignored.
@@ -118,6 +148,7 @@ impl MemoryHandle {
 
     /// The checks and the store of `write`, also used when a `WriteBuffer` is released.
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_io_len(data.len(), self.max_io)?;
         range_end(offset, data.len())?;
         let mut s = self.state_mut();
         if offset < s.start {
@@ -147,6 +178,7 @@ impl Handle for MemoryHandle {
     }
 
     fn append(&self, data: &[u8]) -> io::Result<u64> {
+        check_io_len(data.len(), self.max_io)?;
         let mut s = self.state_mut();
         let at = s.end;
         range_end(at, data.len())?;
@@ -155,6 +187,7 @@ impl Handle for MemoryHandle {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_io_len(buf.len(), self.max_io)?;
         let s = self.state();
         s.check_read(offset, buf.len())?;
         s.copy_out(offset, buf);
@@ -162,6 +195,7 @@ impl Handle for MemoryHandle {
     }
 
     fn write_buffer(&self, offset: u64, len: usize) -> io::Result<WriteBuffer<'_>> {
+        check_io_len(len, self.max_io)?;
         range_end(offset, len)?;
         if offset < self.start_position() {
             return Err(edom());
@@ -171,6 +205,7 @@ impl Handle for MemoryHandle {
     }
 
     fn append_buffer(&self, len: usize) -> io::Result<WriteBuffer<'_>> {
+        check_io_len(len, self.max_io)?;
         // Allocate first so a failure reserves nothing.
         let buf = alloc_aligned(len, 64)?;
         let at = self.state_mut().reserve(len)?;
@@ -178,6 +213,7 @@ impl Handle for MemoryHandle {
     }
 
     fn read_buffer(&self, offset: u64, len: usize) -> io::Result<ReadBuffer<'_>> {
+        check_io_len(len, self.max_io)?;
         let s = self.state();
         s.check_read(offset, len)?;
         let mut v = Vec::new();

@@ -54,6 +54,10 @@ pub struct Stats {
     pub retries: u64,
     /// Linked fsyncs cancelled (`ECANCELED`) because the write before them fell short.
     pub cancelled_fsyncs: u64,
+    /// [`WriteBuffer`](crate::WriteBuffer) guards dropped (not released) whose bytes were
+    /// not stored: their range lay below the start by then, or the handle had failed.
+    /// [`release`](crate::WriteBuffer::release) returns that error instead.
+    pub dropped_buffer_failures: u64,
     /// Time from a write call's start to its return.
     pub write_ack_ns: Histogram<u64>,
     /// Time from submitting a write request to its completion.
@@ -80,6 +84,7 @@ impl Stats {
             short_writes: 0,
             retries: 0,
             cancelled_fsyncs: 0,
+            dropped_buffer_failures: 0,
             write_ack_ns: hist(),
             submit_to_complete_ns: hist(),
             force_ns: hist(),

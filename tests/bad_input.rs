@@ -11,32 +11,13 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use common::{
     append_via_buffer, assert_same, pattern, read_vec, skip_or_fail, small_block, snapshot,
-    write_via_buffer, Model,
+    watchdog, write_via_buffer, Model,
 };
 use writebehind::{errno, Backend, Config, FileHandle, Handle, MemoryHandle, WriteBehindFile};
-
-/// Runs `f` on its own thread; fails the test if it takes longer than `secs`.
-fn watchdog<T: Send + 'static>(what: &str, secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        let v = f();
-        let _ = tx.send(());
-        v
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match t.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: hung for {secs} s"),
-    }
-}
 
 fn wb_configs() -> Vec<(&'static str, Config)> {
     let base = Config::default();
@@ -766,8 +747,11 @@ fn failed_handle(name: &'static str, cfg: Config) {
     faults.fail_all_writes_from(0, libc::EIO);
     let more = pattern(10, 8 * u);
     assert_same("setup", h.write(4 * uu, &more), m.write(4 * uu, &more));
+    assert!(h.failure().is_none(), "{name}: failed before the fault");
     let e = h.force().expect_err(name);
     assert_eq!(errno(&e), Some(libc::EIO), "{name}: force: {e}");
+    let latched = h.failure().expect("failure() after the latch");
+    assert_eq!(latched.raw_os_error(), Some(libc::EIO), "{name}: failure()");
 
     let blk = pattern(11, u);
     let refused: Vec<(&str, io::Result<()>)> = vec![
@@ -807,4 +791,30 @@ fn failed_handle(name: &'static str, cfg: Config) {
     assert_matches(&format!("{name}: after truncate_start"), &h, &m);
     let e = h.close().expect_err(name);
     assert_eq!(errno(&e), Some(libc::EIO), "{name}: close: {e}");
+}
+
+// ------------------------------------------------------------------ a dropped guard
+
+/// A write guard whose range fell below the start before it was stored: `release`
+/// returns `EDOM`; a dropped one cannot, so `Stats::dropped_buffer_failures` counts it
+/// (and the handle keeps working: that failure latches nothing).
+#[test]
+fn a_dropped_guards_failure_is_counted_in_stats() {
+    for (name, cfg) in wb_configs() {
+        let dir = common::tempdir();
+        let h = WriteBehindFile::create(dir.path().join("f"), &cfg).unwrap();
+        let u = small_block(h.alignment());
+        let released = h.append_buffer(u).unwrap();
+        let dropped = h.append_buffer(u).unwrap();
+        h.truncate_start(2 * u as u64).unwrap();
+        let e = released.release().expect_err(name);
+        assert_eq!(errno(&e), Some(libc::EDOM), "{name}: release: {e}");
+        assert_eq!(h.stats().dropped_buffer_failures, 0, "{name}: release");
+        drop(dropped);
+        assert_eq!(h.stats().dropped_buffer_failures, 1, "{name}: drop");
+        assert!(h.failure().is_none(), "{name}: the handle failed");
+        h.write(2 * u as u64, &pattern(1, u)).unwrap();
+        h.force().unwrap();
+        assert_eq!(h.close().unwrap().dropped_buffer_failures, 1, "{name}");
+    }
 }

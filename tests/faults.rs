@@ -17,37 +17,16 @@ mod common;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::watchdog;
 use writebehind::fault::{Fault, FaultInjector};
 use writebehind::{errno, Backend, Config, Handle, WriteBehindFile};
 
 const PAGE: usize = 4096;
 const BACKENDS: [Backend; 2] = [Backend::IoUring, Backend::Threads];
-
-/// Runs `f` on its own thread and fails the test if it does not finish within `secs`.
-fn watchdog<T: Send + 'static>(what: &str, secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let t = thread::Builder::new()
-        .name(format!("body: {what}"))
-        .spawn(move || {
-            let v = f();
-            let _ = tx.send(());
-            v
-        })
-        .unwrap();
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match t.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: still running after {secs} s: a caller was left blocked")
-        }
-    }
-}
 
 /// A handle whose write-back starts only on `force`, backpressure or close (a dirty age
 /// of an hour, a 1 MiB merge limit), so the tests know which completion a fault hits.

@@ -78,7 +78,7 @@ fn threads(file: Arc<File>, cfg: &Config) -> io::Result<Box<dyn Engine>> {
 }
 
 fn fall_back(file: Arc<File>, cfg: &Config, reason: &str) -> io::Result<Box<dyn Engine>> {
-    eprintln!("writebehind: io_uring unavailable ({reason}); using the threads backend");
+    log::warn!("writebehind: io_uring unavailable ({reason}); using the threads backend");
     threads(file, cfg)
 }
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::aligned::AlignedBuf;
 use crate::buffer::{Bytes, CommitSink, ReadBuffer, WriteBuffer};
 use crate::config::Config;
-use crate::error::{edom, os, os_msg, range_end};
+use crate::error::{check_io_len, edom, os, os_msg, range_end};
 use crate::fileio;
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// Direct-I/O alignment writes must respect; 1 when buffered.
     align: usize,
     direct: bool,
+    /// The cap on one call's length ([`Config::max_io_bytes`]).
+    max_io: usize,
 }
 
 /// The end of `[offset, offset + len)` for a write: `EINVAL` when it overflows `u64` or
@@ -236,6 +238,10 @@ impl CommitSink for Inner {
         self.install(Some(offset), buf, Instant::now(), None)
             .map(|_| ())
     }
+
+    fn dropped_unstored(&self, _error: &io::Error) {
+        self.lock().stats.dropped_buffer_failures += 1;
+    }
 }
 
 impl WriteBehindFile {
@@ -332,6 +338,7 @@ impl WriteBehindFile {
             limits,
             align,
             direct: cfg.direct_io,
+            max_io: cfg.max_io_bytes,
         });
         inner_tx
             .send(Arc::clone(&inner))
@@ -395,7 +402,7 @@ impl Drop for WriteBehindFile {
     fn drop(&mut self) {
         if self.submitter.is_some() {
             if let Err(e) = self.shutdown() {
-                eprintln!("writebehind: closing on drop: {e}");
+                log::error!("writebehind: closing on drop: {e}");
             }
         }
     }
@@ -422,6 +429,7 @@ impl Handle for WriteBehindFile {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let began = Instant::now();
+        check_io_len(data.len(), self.inner.max_io)?;
         range_end(offset, data.len())?;
         if offset < self.start_position() {
             return Err(edom());
@@ -440,6 +448,7 @@ impl Handle for WriteBehindFile {
 
     fn append(&self, data: &[u8]) -> io::Result<u64> {
         let began = Instant::now();
+        check_io_len(data.len(), self.inner.max_io)?;
         if data.is_empty() {
             return Ok(self.end_position());
         }
@@ -450,6 +459,7 @@ impl Handle for WriteBehindFile {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_io_len(buf.len(), self.inner.max_io)?;
         range_end(offset, buf.len())?;
         if buf.is_empty() {
             // Checked like any read: EDOM outside [start, end].
@@ -464,6 +474,7 @@ impl Handle for WriteBehindFile {
     }
 
     fn write_buffer(&self, offset: u64, len: usize) -> io::Result<WriteBuffer<'_>> {
+        check_io_len(len, self.inner.max_io)?;
         range_end(offset, len)?;
         if len > 0 {
             write_range_end(offset, len)?;
@@ -483,6 +494,7 @@ impl Handle for WriteBehindFile {
     }
 
     fn append_buffer(&self, len: usize) -> io::Result<WriteBuffer<'_>> {
+        check_io_len(len, self.inner.max_io)?;
         self.inner.check_aligned(0, len)?;
         self.inner.lock().check_failed()?;
         let (buf, _) = self.inner.reserve(len)?;
@@ -505,6 +517,7 @@ impl Handle for WriteBehindFile {
     }
 
     fn read_buffer(&self, offset: u64, len: usize) -> io::Result<ReadBuffer<'_>> {
+        check_io_len(len, self.inner.max_io)?;
         let end = range_end(offset, len)?;
         {
             let st = self.inner.lock();
@@ -523,7 +536,10 @@ impl Handle for WriteBehindFile {
                 return Ok(ReadBuffer::shared(shared, at, len));
             }
         }
-        let mut v = vec![0u8; len];
+        let mut v = Vec::new();
+        v.try_reserve_exact(len)
+            .map_err(|_| os_msg(libc::ENOMEM, format!("cannot allocate {len} bytes")))?;
+        v.resize(len, 0);
         self.read(offset, &mut v)?;
         Ok(ReadBuffer::owned(v))
     }
@@ -555,6 +571,10 @@ impl Handle for WriteBehindFile {
             self.inner.start.store(new_start, Ordering::Release);
         }
         Ok(())
+    }
+
+    fn failure(&self) -> Option<io::Error> {
+        self.inner.lock().check_failed().err()
     }
 }
 

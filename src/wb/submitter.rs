@@ -52,7 +52,7 @@ pub(crate) fn run(inner: Arc<Inner>, mut engine: Box<dyn Engine>) {
                 if engine_errors >= MAX_ENGINE_ERRORS {
                     // The engine cannot report completions any more, so the kernel may
                     // still be reading buffers of in-flight writes: never free them.
-                    eprintln!("writebehind: I/O engine failed ({e}); stopping write-back");
+                    log::error!("writebehind: I/O engine failed ({e}); stopping write-back");
                     st.leak_in_flight();
                     break;
                 }

@@ -522,7 +522,7 @@ impl Drop for UringEngine {
                 Err(e) => {
                     failures += 1;
                     if failures > 3 {
-                        eprintln!(
+                        log::error!(
                             "writebehind: io_uring teardown could not wait for {} request(s): {e}",
                             self.in_flight
                         );

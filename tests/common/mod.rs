@@ -14,7 +14,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use writebehind::{errno, Handle};
 
@@ -154,6 +156,34 @@ pub fn skip_or_fail(what: &str, reason: &str) {
     eprintln!("skipped {what}: {reason}");
 }
 
+/// Runs `f` on its own thread and fails the test if it does not finish within `secs`: a
+/// caller left blocked (a waiter never woken, a wedged buffer budget) fails the test
+/// instead of hanging the suite.
+pub fn watchdog<T: Send + 'static>(
+    what: &str,
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let t = thread::Builder::new()
+        .name(format!("body: {what}"))
+        .spawn(move || {
+            let v = f();
+            let _ = tx.send(());
+            v
+        })
+        .unwrap();
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match t.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: still running after {secs} s: a caller was left blocked")
+        }
+    }
+}
+
 /// `WRITEBEHIND_STRESS=1` asks for the full-size loads.
 pub fn stress() -> bool {
     std::env::var("WRITEBEHIND_STRESS").is_ok_and(|v| v == "1")
@@ -291,7 +321,7 @@ pub fn snapshot(h: &impl Handle) -> Snapshot {
 }
 
 /// Reads `[offset, offset + len)` into a new vector.
-pub fn read_vec(h: &impl Handle, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+pub fn read_vec(h: &(impl Handle + ?Sized), offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut v = vec![0xEE; len];
     h.read(offset, &mut v)?;
     Ok(v)
