@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::error::os_msg;
 
 /// What `force` asks the kernel for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum SyncMode {
     /// `fdatasync`: data and the metadata needed to read it back (the default).
     #[default]
@@ -16,7 +17,8 @@ pub enum SyncMode {
 }
 
 /// Which engine performs the write-back of a [`WriteBehindFile`](crate::WriteBehindFile).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
     /// io_uring when the kernel allows it (probed at open), else [`Backend::Threads`].
     #[default]
@@ -25,6 +27,25 @@ pub enum Backend {
     IoUring,
     /// `pwritev`/`fdatasync` on background threads: same contract, no io_uring.
     Threads,
+}
+
+impl std::fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncMode::Data => "fdatasync",
+            SyncMode::All => "fsync",
+        })
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
+            Backend::Threads => "threads",
+        })
+    }
 }
 
 /// Settings for opening a file-backed handle. A builder: start from `Config::default()`

@@ -8,7 +8,8 @@ use std::io;
 /// `std::io::Error` cannot carry both an OS error code and a custom message, so errors
 /// the crate raises itself with a useful message (a misaligned direct-I/O write, say)
 /// wrap this payload; [`errno`] recovers the code from either form.
-#[derive(Debug)]
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OsError {
     /// The errno value, for example `libc::EINVAL`.
     pub code: i32,

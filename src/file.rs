@@ -10,7 +10,7 @@ use crate::aligned::AlignedBuf;
 use crate::buffer::{CommitSink, ReadBuffer, WriteBuffer};
 use crate::config::{Config, SyncMode};
 use crate::error::{check_io_len, edom, os_msg, range_end};
-use crate::fileio;
+use crate::fileio::{self, OpenMode};
 use crate::handle::{self, Handle};
 
 /// The blocking baseline: every call does its `pread`/`pwrite`/`fdatasync` on the calling
@@ -47,6 +47,8 @@ pub struct FileHandle {
     /// The cap on one call's length ([`Config::max_io_bytes`]).
     max_io: usize,
     start: AtomicU64,
+    /// Holds the file's `flock` ([`Config::lock_file`]) until the handle is dropped.
+    _lock: Option<File>,
     /// Only grows: `fetch_max` after a write, `compare_exchange` to reserve an append.
     end: AtomicU64,
 }
@@ -66,10 +68,11 @@ impl FileHandle {
     /// assert!(FileHandle::open(dir.path().join("missing"), &Config::default()).is_err());
     /// ```
     pub fn open(path: impl AsRef<Path>, cfg: &Config) -> io::Result<Self> {
-        Self::new(fileio::open(path.as_ref(), cfg, false)?, cfg)
+        Self::open_with(path, cfg, OpenMode::Existing)
     }
 
-    /// Creates the file, or truncates it to length 0 if it exists.
+    /// Creates the file, or truncates it to length 0 if it exists
+    /// ([`OpenMode::CreateOrTruncate`]).
     ///
     /// ```
     /// use writebehind::{Config, FileHandle, Handle};
@@ -78,7 +81,49 @@ impl FileHandle {
     /// assert_eq!((f.start_position(), f.end_position()), (0, 0));
     /// ```
     pub fn create(path: impl AsRef<Path>, cfg: &Config) -> io::Result<Self> {
-        Self::new(fileio::open(path.as_ref(), cfg, true)?, cfg)
+        Self::open_with(path, cfg, OpenMode::CreateOrTruncate)
+    }
+
+    /// Creates the file; fails with `EEXIST` if anything exists under `path`
+    /// ([`OpenMode::CreateNew`]).
+    ///
+    /// ```
+    /// use writebehind::{Config, FileHandle};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("data");
+    /// FileHandle::create_new(&path, &Config::default()).unwrap().close().unwrap();
+    /// let e = FileHandle::create_new(&path, &Config::default()).unwrap_err();
+    /// assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+    /// ```
+    pub fn create_new(path: impl AsRef<Path>, cfg: &Config) -> io::Result<Self> {
+        Self::open_with(path, cfg, OpenMode::CreateNew)
+    }
+
+    /// Opens `path` as `mode` says; see [`OpenMode`]. Every opener takes an exclusive
+    /// `flock` unless [`Config::lock_file`] is off.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged (`ENOENT`, `EEXIST`, `EISDIR`, `EROFS`, ...); `EWOULDBLOCK`
+    /// ([`io::ErrorKind::WouldBlock`]) when another handle holds the file's lock;
+    /// `InvalidInput` for a bad `cfg` (checked before the file is touched).
+    ///
+    /// ```
+    /// use writebehind::{Config, FileHandle, OpenMode};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("data");
+    /// let cfg = Config::default();
+    /// let first = FileHandle::open_with(&path, &cfg, OpenMode::CreateOrOpen).unwrap();
+    /// let e = FileHandle::open_with(&path, &cfg, OpenMode::CreateOrOpen).unwrap_err();
+    /// assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    /// drop(first);
+    /// FileHandle::open_with(&path, &cfg, OpenMode::Existing).unwrap();
+    /// ```
+    pub fn open_with(path: impl AsRef<Path>, cfg: &Config, mode: OpenMode) -> io::Result<Self> {
+        let opened = fileio::open(path.as_ref(), cfg, mode)?;
+        let mut h = Self::new(opened.file, cfg)?;
+        h._lock = opened.lock;
+        Ok(h)
     }
 
     fn new(file: File, cfg: &Config) -> io::Result<Self> {
@@ -96,6 +141,7 @@ impl FileHandle {
             align,
             max_io: cfg.io_len_cap(),
             start: AtomicU64::new(0),
+            _lock: None,
             end: AtomicU64::new(end),
         })
     }

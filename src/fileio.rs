@@ -11,22 +11,119 @@ use crate::aligned::{align_up, AlignedBuf};
 use crate::config::{Config, SyncMode};
 use crate::error::os_msg;
 
-/// Opens (or, with `create`, creates or truncates) `path` for reading and writing, with
-/// `O_DIRECT` when the config asks for it, and waits for direct I/O a dead writer left in
-/// flight (see [`settle_direct_io`]). The OS error comes back unchanged.
-pub(crate) fn open(path: &Path, cfg: &Config, create: bool) -> io::Result<File> {
+/// How a file-backed handle opens its path, as [`std::fs::OpenOptions`] would.
+///
+/// [`open`](crate::WriteBehindFile::open), [`create`](crate::WriteBehindFile::create) and
+/// [`create_new`](crate::WriteBehindFile::create_new) are shorthands for
+/// [`Existing`](OpenMode::Existing), [`CreateOrTruncate`](OpenMode::CreateOrTruncate) and
+/// [`CreateNew`](OpenMode::CreateNew); `open_with` takes any mode.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum OpenMode {
+    /// The file must exist (else `ENOENT`); its bytes are kept. Like [`File::open`], but
+    /// for reading and writing.
+    #[default]
+    Existing,
+    /// Creates the file if it is missing, keeps its bytes if not
+    /// (`OpenOptions::create(true)`).
+    CreateOrOpen,
+    /// Creates the file if it is missing, truncates it to length 0 if not, like
+    /// [`File::create`]. With [`Config::lock_file`] (the default) the truncation happens
+    /// only after the lock is taken, so it never cuts a file another handle holds.
+    CreateOrTruncate,
+    /// Creates the file; fails with `EEXIST` ([`io::ErrorKind::AlreadyExists`]) if
+    /// anything exists under the path, a symlink included, like [`File::create_new`].
+    CreateNew,
+}
+
+impl std::fmt::Display for OpenMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OpenMode::Existing => "existing",
+            OpenMode::CreateOrOpen => "create-or-open",
+            OpenMode::CreateOrTruncate => "create-or-truncate",
+            OpenMode::CreateNew => "create-new",
+        })
+    }
+}
+
+/// An opened file and, with [`Config::lock_file`], the descriptor that holds its lock.
+pub(crate) struct Opened {
+    pub(crate) file: File,
+    /// Holds the `flock`; closing it (dropping the handle) releases the lock.
+    pub(crate) lock: Option<File>,
+}
+
+/// Opens `path` for reading and writing as `mode` says, with `O_DIRECT` when the config
+/// asks for it; takes the exclusive lock ([`Config::lock_file`]); waits for direct I/O a
+/// dead writer left in flight (see [`settle_direct_io`]); then truncates if `mode` says
+/// so. The OS error comes back unchanged; a locked file gives `EWOULDBLOCK`.
+pub(crate) fn open(path: &Path, cfg: &Config, mode: OpenMode) -> io::Result<Opened> {
     cfg.validate()?;
     let mut opts = OpenOptions::new();
     opts.read(true).write(true);
-    if create {
-        opts.create(true).truncate(true);
+    match mode {
+        OpenMode::Existing => {}
+        OpenMode::CreateOrOpen | OpenMode::CreateOrTruncate => {
+            opts.create(true);
+        }
+        OpenMode::CreateNew => {
+            opts.create_new(true);
+        }
     }
     if cfg.direct_io {
         opts.custom_flags(libc::O_DIRECT);
     }
     let file = opts.open(path)?;
+    let lock = if cfg.lock_file {
+        Some(lock_exclusive(&file, path)?)
+    } else {
+        None
+    };
     settle_direct_io(&file)?;
-    Ok(file)
+    if mode == OpenMode::CreateOrTruncate {
+        file.set_len(0)?;
+    }
+    Ok(Opened { file, lock })
+}
+
+/// Takes `flock(LOCK_EX | LOCK_NB)` on a second, read-only open file description of
+/// `file`'s inode and returns it: `EWOULDBLOCK` when another open file description holds
+/// a lock (another handle, in this process or another).
+///
+/// Why a second description: a `flock` lives as long as the description it was taken on.
+/// A killed process's io_uring requests keep its data file's description alive until they
+/// complete (up to seconds), and a successor would find the file locked for that long;
+/// the lock descriptor is closed the moment the process dies, and `open` then waits for
+/// the dead writer's I/O itself ([`settle_direct_io`]).
+fn lock_exclusive(file: &File, path: &Path) -> io::Result<File> {
+    // The same inode even if `path` was renamed meanwhile; without /proc, the path again,
+    // checked to be the same inode.
+    let lock = match File::open(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        Ok(f) => f,
+        Err(_) => {
+            let f = File::open(path)?;
+            let (a, b) = (file.metadata()?, f.metadata()?);
+            if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+                return Err(os_msg(
+                    libc::EBUSY,
+                    format!("{} was replaced while it was being opened", path.display()),
+                ));
+            }
+            f
+        }
+    };
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(os_msg(
+            libc::EWOULDBLOCK,
+            format!(
+                "{} is locked by another handle (see Config::lock_file)",
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// Waits until no direct I/O is in flight on the file, however it was issued.

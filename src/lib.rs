@@ -36,11 +36,15 @@ pub use buffer::{ReadBuffer, WriteBuffer};
 pub use config::{Backend, Config, SyncMode, DEFAULT_MAX_IO_BYTES};
 pub use error::{errno, OsError};
 pub use file::FileHandle;
-pub use fileio::{dio_alignment, AlignmentSource, DioAlignment};
+pub use fileio::{dio_alignment, AlignmentSource, DioAlignment, OpenMode};
 pub use handle::Handle;
 pub use memory::MemoryHandle;
 pub use stats::{BackendKind, Stats};
 pub use wb::WriteBehindFile;
+
+/// The histogram crate whose types appear in [`Stats`], re-exported so that callers use
+/// the same version.
+pub use hdrhistogram;
 
 /// Test-only fault injection at the completion layer (feature `fault-injection`).
 #[cfg(feature = "fault-injection")]

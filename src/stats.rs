@@ -3,7 +3,8 @@
 use hdrhistogram::Histogram;
 
 /// Which write-back engine a handle runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BackendKind {
     /// One io_uring ring owned by the submission thread.
     IoUring,
@@ -21,10 +22,23 @@ impl BackendKind {
     }
 }
 
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Counters and latency histograms of a [`WriteBehindFile`](crate::WriteBehindFile),
 /// from [`stats`](crate::WriteBehindFile::stats) on a live handle or from
 /// [`close`](crate::WriteBehindFile::close). Latencies are in nanoseconds.
-#[derive(Clone, Debug)]
+///
+/// New counters may be added in minor versions (`#[non_exhaustive]`): read fields, build
+/// one with [`Stats::new`]. The histograms are [`hdrhistogram::Histogram`]s, re-exported
+/// as [`writebehind::hdrhistogram`](crate::hdrhistogram): their type is part of this
+/// crate's API, so a major version of hdrhistogram that changes it comes with a major
+/// version of this crate.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Stats {
     /// The engine in use.
     pub backend: BackendKind,

@@ -5,7 +5,8 @@
 //! installs a seccomp filter on every thread of its process (`SECCOMP_FILTER_FLAG_TSYNC`)
 //! that makes `io_uring_setup` fail with a chosen errno — what Docker's default profile
 //! (EPERM) or a kernel without io_uring (ENOSYS) does — and then uses the public API. The
-//! parent checks the child's exit status and its stderr (the fallback log line).
+//! parent checks the child's exit status and its stderr: the library reports the fallback
+//! through the `log` facade, and the child routes `log` records to stderr.
 
 mod common;
 
@@ -50,7 +51,10 @@ fn run_child(name: &str, dir: &Path) -> Output {
 /// the child test does nothing: it must never filter the syscalls of a normal test run).
 fn child_dir() -> Option<std::path::PathBuf> {
     match std::env::var_os(CHILD_ENV) {
-        Some(d) => Some(d.into()),
+        Some(d) => {
+            common::log_to_stderr();
+            Some(d.into())
+        }
         None => {
             eprintln!("skipped: runs only as a child of the tests in tests/fallback.rs");
             None
@@ -246,7 +250,7 @@ fn check_fallback(child: &str, reason: &str) {
 }
 
 /// EPERM (a seccomp profile, `kernel.io_uring_disabled`): Auto uses the threads backend,
-/// says so on stderr and in `Stats`, and the handle works; IoUring is refused with EPERM.
+/// says so through `log` and in `Stats`, and the handle works; IoUring is refused with EPERM.
 #[test]
 fn auto_falls_back_to_threads_when_io_uring_is_denied_eperm() {
     check_fallback("child_eperm", "permission");

@@ -30,7 +30,7 @@ use crate::aligned::AlignedBuf;
 use crate::buffer::{Bytes, CommitSink, ReadBuffer, WriteBuffer};
 use crate::config::Config;
 use crate::error::{check_io_len, edom, os, os_msg, range_end};
-use crate::fileio;
+use crate::fileio::{self, OpenMode};
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
 use engine::Waker;
@@ -65,6 +65,9 @@ use state::{Limits, State};
 pub struct WriteBehindFile {
     inner: Arc<Inner>,
     submitter: Option<JoinHandle<()>>,
+    /// Holds the file's `flock` ([`Config::lock_file`]); dropped after the submission
+    /// thread has stopped.
+    _lock: Option<File>,
 }
 
 /// What callers and the submission thread share.
@@ -249,12 +252,36 @@ impl WriteBehindFile {
     /// length. Errors from the OS (missing file, a directory, a read-only filesystem) come
     /// back unchanged; a bad [`Config`] gives `InvalidInput`.
     pub fn open(path: impl AsRef<Path>, cfg: &Config) -> io::Result<Self> {
-        Self::start(fileio::open(path.as_ref(), cfg, false)?, cfg)
+        Self::open_with(path, cfg, OpenMode::Existing)
     }
 
-    /// Creates the file, or truncates it if it exists.
+    /// Creates the file, or truncates it to length 0 if it exists
+    /// ([`OpenMode::CreateOrTruncate`]).
     pub fn create(path: impl AsRef<Path>, cfg: &Config) -> io::Result<Self> {
-        Self::start(fileio::open(path.as_ref(), cfg, true)?, cfg)
+        Self::open_with(path, cfg, OpenMode::CreateOrTruncate)
+    }
+
+    /// Creates the file; fails with `EEXIST` if anything exists under `path`
+    /// ([`OpenMode::CreateNew`]).
+    pub fn create_new(path: impl AsRef<Path>, cfg: &Config) -> io::Result<Self> {
+        Self::open_with(path, cfg, OpenMode::CreateNew)
+    }
+
+    /// Opens `path` as `mode` says; see [`OpenMode`]. Takes an exclusive `flock` on the
+    /// file unless [`Config::lock_file`] is off: a second handle on the same file, in this
+    /// process or another, gets `EWOULDBLOCK` until this one is closed.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged (`ENOENT`, `EEXIST`, `EISDIR`, `EROFS`, ...); `EWOULDBLOCK`
+    /// ([`io::ErrorKind::WouldBlock`]) when another handle holds the lock; `InvalidInput`
+    /// for a bad `cfg` (checked before the file is touched); with
+    /// [`Backend::IoUring`](crate::Backend::IoUring), the error of setting up the ring.
+    pub fn open_with(path: impl AsRef<Path>, cfg: &Config, mode: OpenMode) -> io::Result<Self> {
+        let opened = fileio::open(path.as_ref(), cfg, mode)?;
+        let mut h = Self::start(opened.file, cfg)?;
+        h._lock = opened.lock;
+        Ok(h)
     }
 
     fn start(file: File, cfg: &Config) -> io::Result<Self> {
@@ -346,6 +373,7 @@ impl WriteBehindFile {
         Ok(WriteBehindFile {
             inner,
             submitter: Some(submitter),
+            _lock: None,
         })
     }
 

@@ -184,6 +184,25 @@ pub fn watchdog<T: Send + 'static>(
     }
 }
 
+/// Routes the library's `log` records to stderr, one line each (the library itself never
+/// prints; test code may). Safe to call more than once.
+pub fn log_to_stderr() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            eprintln!("{}", record.args());
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+}
+
 /// `WRITEBEHIND_STRESS=1` asks for the full-size loads.
 pub fn stress() -> bool {
     std::env::var("WRITEBEHIND_STRESS").is_ok_and(|v| v == "1")

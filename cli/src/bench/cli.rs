@@ -181,6 +181,7 @@ pub struct BenchArgs {
     pub repeat: u32,
 
     /// Write every figure of every run as JSON (see docs/benchmarks.md for the schema).
+    /// `-` writes it to standard output, and the table then goes to standard error.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
 
@@ -316,7 +317,7 @@ impl Plan {
             }
         }
         for (flag, path) in [("--json", &a.json), ("--plot", &a.plot)] {
-            if let Some(p) = path {
+            if let Some(p) = path.as_ref().filter(|p| p.as_os_str() != "-") {
                 check_output_path(flag, p)?;
             }
         }

@@ -105,7 +105,13 @@ fn bench(args: BenchArgs, command: &str) -> ExitCode {
     let started = machine::utc_now();
     let runs = run_all(&plan, &machine);
 
-    let mut out = io::stdout().lock();
+    // With `--json -` standard output carries the JSON alone; the table goes to stderr.
+    let json_to_stdout = plan.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    let mut out: Box<dyn Write> = if json_to_stdout {
+        Box::new(io::stderr().lock())
+    } else {
+        Box::new(io::stdout().lock())
+    };
     let rows = report::rows(&runs);
     let _ = write!(
         out,
@@ -118,9 +124,18 @@ fn bench(args: BenchArgs, command: &str) -> ExitCode {
     let mut failed = runs.iter().any(|r| r.outcome.is_err());
     if let Some(path) = &plan.json {
         let doc = json::document(&runs, plan.repeat, &machine, &started, command);
-        match fs::write(path, doc) {
+        let written = if json_to_stdout {
+            let mut stdout = io::stdout().lock();
+            stdout
+                .write_all(doc.as_bytes())
+                .and_then(|()| stdout.flush())
+        } else {
+            fs::write(path, doc)
+        };
+        match written {
+            Ok(()) if json_to_stdout => {}
             Ok(()) => {
-                println!("JSON: {}", path.display());
+                let _ = writeln!(out, "JSON: {}", path.display());
             }
             Err(e) => {
                 eprintln!("error: writing --json {}: {e}", path.display());
@@ -131,7 +146,7 @@ fn bench(args: BenchArgs, command: &str) -> ExitCode {
     if let Some(path) = &plan.plot {
         match fs::write(path, plot_svg(&plan, &runs)) {
             Ok(()) => {
-                println!("plot: {}", path.display());
+                let _ = writeln!(out, "plot: {}", path.display());
             }
             Err(e) => {
                 eprintln!("error: writing --plot {}: {e}", path.display());
@@ -139,7 +154,7 @@ fn bench(args: BenchArgs, command: &str) -> ExitCode {
             }
         }
     }
-    let _ = io::stdout().flush();
+    let _ = out.flush();
     if sys::interrupted() {
         eprintln!("interrupted: the runs above were cut short or skipped");
         ExitCode::from(EXIT_INTERRUPTED)
