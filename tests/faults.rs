@@ -1,5 +1,5 @@
 //! Fault injection at the completion layer (feature `fault-injection`), on both engines:
-//! every fault the issue names, driven through a real `WriteBehindFile`, with the outcome
+//! every completion fault docs/durability.md lists, driven through a real `WriteBehindFile`, with the outcome
 //! checked against the contract in docs/durability.md.
 //!
 //! The injector rewrites a completion *after* the real I/O happened (see `src/wb/fault.rs`),

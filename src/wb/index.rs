@@ -3,8 +3,8 @@
 //! Each block is a window `[buf_off, buf_off + len)` of an immutable shared buffer. A
 //! new write becomes a new block; blocks it overlaps are trimmed to the parts it does not
 //! cover (the pieces keep pointing into their old buffers, so nothing is copied). Ordering
-//! is by start offset only, and overlap is checked explicitly: the "overlap means equal"
-//! comparator of the original lost data.
+//! is by start offset only, and overlap is checked explicitly: a comparator that calls
+//! overlapping ranges "equal" breaks the map's ordering and loses blocks.
 //!
 //! Each block carries `seq`: the oldest write whose bytes it holds that has not been
 //! written to the file. `flushing` names the in-flight write op that is writing it.

@@ -12,6 +12,8 @@ mod engines;
 pub mod fault;
 mod index;
 mod pool;
+#[cfg(test)]
+mod ring_check;
 mod state;
 mod submitter;
 mod threads;
