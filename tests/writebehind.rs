@@ -2,37 +2,23 @@
 //! coalescing, backpressure, copy-on-write under load, reopen.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+mod common;
+
+use common::{pattern, stress, Rng};
 use writebehind::{Backend, Config, Handle, WriteBehindFile};
 
 const PAGE: usize = 4096;
 
-fn scratch() -> tempfile::TempDir {
-    // Under the target dir: /tmp may be tmpfs, which behaves differently for O_DIRECT.
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tempfile::tempdir_in(base).expect("scratch dir")
-}
-
-fn stress() -> bool {
-    std::env::var_os("WRITEBEHIND_STRESS").is_some_and(|v| v != "0")
-}
-
 /// A page whose every byte depends on (page, version): a torn or stale page is visible.
 fn page_image(page: u64, version: u64) -> Vec<u8> {
-    let mut x =
-        page.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
-    (0..PAGE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    pattern(
+        page.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        PAGE,
+    )
 }
 
 fn configs() -> Vec<(&'static str, Config)> {
@@ -53,7 +39,7 @@ fn concurrent_rewrites_forces_and_reads_lose_nothing() {
     let pages: u64 = 64;
     let writes_per_thread = if stress() { 20_000 } else { 400 };
     for (name, cfg) in configs() {
-        let dir = scratch();
+        let dir = common::tempdir();
         let path = dir.path().join("stress");
         let file = Arc::new(WriteBehindFile::create(&path, &cfg).unwrap());
         let model: Arc<Vec<Mutex<u64>>> = Arc::new((0..pages).map(|_| Mutex::new(0)).collect());
@@ -86,11 +72,9 @@ fn concurrent_rewrites_forces_and_reads_lose_nothing() {
             .map(|t| {
                 let (file, model) = (file.clone(), model.clone());
                 thread::spawn(move || {
-                    let mut x = t + 1;
+                    let mut rng = Rng::new(t + 1);
                     for _ in 0..writes_per_thread {
-                        x = x
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
+                        let x = rng.next();
                         // Each thread favours its own quarter of the pages, overlapping others.
                         let p = ((x >> 33) % (pages / 2) + (t % 4) * (pages / 8)) % pages;
                         let mut g = model[p as usize].lock().unwrap();
@@ -139,7 +123,7 @@ fn sequential_pages_coalesce_into_few_writes() {
         ("buffered", Config::default()),
         ("direct", Config::default().direct_io(true)),
     ] {
-        let dir = scratch();
+        let dir = common::tempdir();
         let file = WriteBehindFile::create(dir.path().join("seq"), &cfg).unwrap();
         for p in 0..4096u64 {
             file.write(p * PAGE as u64, &page_image(p, 1)).unwrap();
@@ -164,7 +148,7 @@ fn sequential_pages_coalesce_into_few_writes() {
 /// spinning or deadlocking, and the waits are counted.
 #[test]
 fn backpressure_waits_and_counts() {
-    let dir = scratch();
+    let dir = common::tempdir();
     let cfg = Config::default().max_blocks(8).buffer_bytes(32 << 10);
     let file = Arc::new(WriteBehindFile::create(dir.path().join("bp"), &cfg).unwrap());
     let threads: Vec<_> = (0..4u64)
@@ -193,7 +177,7 @@ fn backpressure_waits_and_counts() {
 /// Group commit: concurrent forces share fsyncs.
 #[test]
 fn concurrent_forces_share_fsyncs() {
-    let dir = scratch();
+    let dir = common::tempdir();
     let file =
         Arc::new(WriteBehindFile::create(dir.path().join("log"), &Config::default()).unwrap());
     let threads: Vec<_> = (0..8u64)
@@ -230,7 +214,7 @@ fn concurrent_forces_share_fsyncs() {
 /// Reads see the newest bytes while writes are in flight, across block boundaries.
 #[test]
 fn reads_span_buffered_and_written_blocks() {
-    let dir = scratch();
+    let dir = common::tempdir();
     let file =
         WriteBehindFile::create(dir.path().join("mix"), &Config::default().max_blocks(4)).unwrap();
     let mut model: HashMap<u64, u8> = HashMap::new();

@@ -241,8 +241,14 @@ impl Index {
     }
 }
 
+/// The tests' one random number generator (tests/common/rng.rs).
+#[cfg(test)]
+#[path = "../../tests/common/rng.rs"]
+mod test_rng;
+
 #[cfg(test)]
 mod tests {
+    use super::test_rng::Rng;
     use super::*;
     use crate::wb::pool::Pool;
 
@@ -284,11 +290,9 @@ mod tests {
         let pool = Pool::new(1 << 30, 1 << 20, 1);
         let mut index = Index::default();
         let mut model = BTreeMap::new();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         for seq in 1..2000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             let off = x % 200;
             let len = 1 + (x >> 20) % 40;
             let byte = seq as u8;
@@ -306,12 +310,10 @@ mod tests {
     fn oldest_dirty_seq_survives_flushes_failures_and_truncation() {
         let pool = Pool::new(1 << 30, 1 << 20, 1);
         let mut index = Index::default();
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
         let mut flushing: Vec<(usize, u64, u64)> = Vec::new();
         for seq in 1..5000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             match x % 8 {
                 0 | 1 => {
                     // Send some dirty block.

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod model;
+pub mod rng;
 
 use std::fmt::Debug;
 use std::io;
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use writebehind::{errno, Handle};
 
 pub use model::Model;
+pub use rng::Rng;
 
 /// Instantiates the conformance suite for one handle, as a module of `#[test]`s.
 ///
@@ -225,51 +227,6 @@ pub fn seed(case: &str) -> u64 {
     };
     eprintln!("{case}: seed {seed} (rerun with WRITEBEHIND_SEED={seed})");
     seed
-}
-
-/// splitmix64: small, seedable, good enough to pick operations.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut v = vec![0; len];
-        self.fill(&mut v);
-        v
-    }
 }
 
 /// Deterministic contents for a block: the same `seed` always gives the same bytes.
