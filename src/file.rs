@@ -25,6 +25,25 @@ use crate::handle::{self, Handle};
 /// end on multiples of [`alignment`](FileHandle::alignment) (else `EINVAL`, nothing
 /// written), while reads of any range work through an aligned bounce buffer.
 ///
+/// # Durability
+///
+/// - A write returning Ok means the bytes are in the kernel's page cache (with `O_DIRECT`:
+///   sent to the device, possibly still in its volatile cache). They survive a **process
+///   crash** but not a **power loss**.
+/// - [`force`](Handle::force) returning Ok means every write that returned before the call
+///   survives a power loss as far as the file system's `fdatasync` (or `fsync`, per
+///   [`Config::sync`]) and the device's cache flush guarantee it; anything not forced may
+///   be lost or torn, in any order. No directory is fsync'd: after creating a file, fsync
+///   its directory.
+/// - `close` does not sync.
+///
+/// # Errors
+///
+/// Every OS error is reported at the call that met it, with its errno; nothing latches
+/// ([`failure`](Handle::failure) is always `None`). After a failed `force`, treat every
+/// write since the last successful one as lost: Linux may have dropped the dirty pages and
+/// marked them clean, so a later `force` can succeed without them.
+///
 /// ```
 /// use writebehind::{Config, FileHandle, Handle};
 /// let dir = tempfile::tempdir().unwrap();
@@ -187,7 +206,8 @@ impl FileHandle {
         fileio::sync(&self.file, SyncMode::All)
     }
 
-    /// Closes the file and returns the error `close(2)` reports, if any. Nothing is
+    /// Closes the file (releasing its lock) and returns the error `close(2)` reports, if
+    /// any. Nothing is
     /// buffered in this handle, so there is nothing to write back; close does not fsync
     /// (call [`force`](Handle::force) first for durability). Dropping the handle closes it
     /// too, ignoring that error.

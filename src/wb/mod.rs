@@ -46,6 +46,37 @@ use state::{Limits, State};
 ///
 /// Share it between threads with `Arc`; every method takes `&self`.
 ///
+/// # Durability
+///
+/// - `write`/`append`/a released [`WriteBuffer`] returning Ok means the bytes are in this
+///   handle's memory and every later read sees them: **not** on disk, not even written.
+///   Write-back starts on its own (a watermark of dirty bytes, [`Config::max_dirty_age`],
+///   a writer waiting for buffer space) and on `force` and `close`.
+/// - [`force`](Handle::force) returning Ok means every write that returned before the call
+///   was written in full and then covered by an `fdatasync` (or `fsync`, per
+///   [`Config::sync`]) that started after it completed. Concurrent forces share one sync
+///   (group commit). A force is never satisfied by a sync that was cancelled or that
+///   started before its writes completed.
+/// - [`close`](WriteBehindFile::close) writes everything back but does **not** sync;
+///   dropping the handle does the same and can only log an error. Force first.
+/// - **Process crash**: every byte of every force that returned Ok is in the file (the
+///   kernel's page cache outlives the process); unforced writes may be absent, present or
+///   partly present. Opening the file again waits for direct I/O the dead process left
+///   in flight, so nothing it sent lands after the successor starts.
+/// - **Power loss**: a force that returned Ok is as durable as the file system's
+///   `fdatasync`/`fsync` makes it; unforced writes may be lost or torn, in any order. No
+///   directory is fsync'd: after creating a file, fsync its directory.
+///
+/// # The fail-stop latch
+///
+/// A write-back or sync that fails for good (`EIO`, `ENOSPC`, `EFBIG`, ...; short writes,
+/// `EAGAIN`, `EINTR` and `ECANCELED` are retried first) latches its errno: every force
+/// waiting then, every later write, force and `close` return it, and
+/// [`failure`](Handle::failure) reports it. Nothing more is written or synced. Reads keep
+/// working and return the buffered bytes, so they can be copied elsewhere; everything since
+/// the last successful force must be treated as lost. A failed sync is never retried (the
+/// kernel may have dropped the dirty pages). docs/durability.md lists every fault.
+///
 /// ```
 /// use writebehind::{Config, Handle, WriteBehindFile};
 /// # fn main() -> std::io::Result<()> {
@@ -379,7 +410,7 @@ impl WriteBehindFile {
         })
     }
 
-    /// Statistics so far.
+    /// Statistics so far (a copy).
     pub fn stats(&self) -> Stats {
         self.inner.lock().stats.clone()
     }
@@ -405,8 +436,14 @@ impl WriteBehindFile {
     }
 
     /// Writes back everything still buffered (without an fsync: `force` first for
-    /// durability), stops the submission thread and returns the final statistics — or
-    /// the latched error if any write or fsync failed.
+    /// durability), stops the submission thread, releases the file's lock and returns the
+    /// final statistics.
+    ///
+    /// # Errors
+    ///
+    /// The latched errno if any write or fsync failed (the handle's unwritten bytes are
+    /// then gone with it: call `force` first to learn of a failure while they can still be
+    /// read); `EIO` if the submission thread panicked.
     pub fn close(mut self) -> io::Result<Stats> {
         self.shutdown()
     }
