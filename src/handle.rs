@@ -65,6 +65,10 @@ use crate::buffer::{ReadBuffer, WriteBuffer};
 /// h.force().unwrap();
 /// ```
 ///
+/// Methods added to this trait in later versions come with a default implementation
+/// wherever one makes sense (as [`failure`](Handle::failure) does), so implementations
+/// outside this crate keep compiling.
+///
 /// Code written against the contract also takes shared handles: `Handle` is implemented
 /// for `&H`, `Arc<H>` and `Box<H>` (`H` may be `dyn Handle`).
 ///

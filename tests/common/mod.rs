@@ -355,7 +355,8 @@ fn round_up(v: u64, unit: usize) -> u64 {
 
 // ---------------------------------------------------------------- case 1: smoke
 
-/// The smoke sequence, in units of `u` (4 bytes, or `align`).
+/// The smoke sequence (a few writes, appends, reads and a truncate, each checked), in units
+/// of `u` (4 bytes, or `align`).
 pub fn smoke(h: &impl Handle, align: usize) {
     let u = small_block(align);
     let uu = u as u64;
