@@ -410,7 +410,9 @@ impl WriteBehindFile {
         })
     }
 
-    /// Statistics so far (a copy).
+    /// Statistics so far (a copy). It copies the histograms (hundreds of KB) while holding
+    /// the lock writers install their blocks under, so it delays them meanwhile: call it
+    /// for monitoring, not once per operation.
     pub fn stats(&self) -> Stats {
         self.inner.lock().stats.clone()
     }
