@@ -52,6 +52,7 @@ pub struct Config {
     pub(crate) max_write_bytes: Option<usize>,
     pub(crate) max_dirty_age: Duration,
     pub(crate) ring_entries: u32,
+    pub(crate) punch_holes: bool,
     #[cfg(feature = "fault-injection")]
     pub(crate) fault_injector: Option<crate::fault::FaultInjector>,
 }
@@ -68,6 +69,7 @@ impl Default for Config {
             max_write_bytes: None,
             max_dirty_age: Duration::from_millis(5),
             ring_entries: 128,
+            punch_holes: true,
             #[cfg(feature = "fault-injection")]
             fault_injector: None,
         }
@@ -131,6 +133,15 @@ impl Config {
     /// write and the fsync linked behind it are queued together (default 128).
     pub fn ring_entries(mut self, entries: u32) -> Self {
         self.ring_entries = entries;
+        self
+    }
+
+    /// Whether `truncate_start` of a [`WriteBehindFile`](crate::WriteBehindFile) frees the
+    /// file-system blocks wholly below the new start by punching holes (default `true`;
+    /// where the file system cannot, it stops trying and counts it in
+    /// [`Stats::punches_refused`](crate::Stats::punches_refused)).
+    pub fn punch_holes(mut self, on: bool) -> Self {
+        self.punch_holes = on;
         self
     }
 

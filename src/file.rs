@@ -45,7 +45,8 @@ pub struct FileHandle {
     /// Direct-I/O alignment of offsets, lengths and memory; 1 without `O_DIRECT`.
     align: usize,
     start: AtomicU64,
-    /// Only grows: `fetch_max` after a write, `compare_exchange` to reserve an append.
+    /// `fetch_max` after a write, `compare_exchange` to reserve an append, `store` by
+    /// `set_len`.
     end: AtomicU64,
 }
 
@@ -306,6 +307,15 @@ impl Handle for FileHandle {
             fileio::sync_range(&self.file, start, stop)?;
         }
         fileio::sync(&self.file, self.sync)
+    }
+
+    /// `ftruncate` on the caller's thread, then the end moves. Writes racing it past
+    /// `len` land before or after it, as with a plain file.
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        fileio::check_set_len(len, self.start_position(), self.align)?;
+        self.file.set_len(len)?;
+        self.end.store(len, Ordering::Release);
+        Ok(())
     }
 
     fn truncate_start(&self, new_start: u64) -> io::Result<()> {

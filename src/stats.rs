@@ -54,6 +54,13 @@ pub struct Stats {
     pub retries: u64,
     /// Linked fsyncs cancelled (`ECANCELED`) because the write before them fell short.
     pub cancelled_fsyncs: u64,
+    /// `set_len` truncates performed (`ftruncate` completed).
+    pub size_changes: u64,
+    /// Bytes below the start freed by punching holes (`truncate_start`).
+    pub bytes_punched: u64,
+    /// Hole punches the file system refused (`EOPNOTSUPP`, after which punching stops, or
+    /// `ENOSPC`); the handle carries on without them.
+    pub punches_refused: u64,
     /// Time from a write call's start to its return.
     pub write_ack_ns: Histogram<u64>,
     /// Time from submitting a write request to its completion.
@@ -80,6 +87,9 @@ impl Stats {
             short_writes: 0,
             retries: 0,
             cancelled_fsyncs: 0,
+            size_changes: 0,
+            bytes_punched: 0,
+            punches_refused: 0,
             write_ack_ns: hist(),
             submit_to_complete_ns: hist(),
             force_ns: hist(),

@@ -6,6 +6,7 @@
 //! threads) as merged vectored writes, and serves `force` waiters with shared fsyncs.
 //! See docs/design.md for the whole picture.
 
+mod barrier;
 mod engine;
 mod engines;
 #[cfg(feature = "fault-injection")]
@@ -30,7 +31,7 @@ use crate::aligned::AlignedBuf;
 use crate::buffer::{Bytes, CommitSink, ReadBuffer, WriteBuffer};
 use crate::config::Config;
 use crate::error::{edom, os, os_msg, range_end};
-use crate::fileio;
+use crate::fileio::{self, check_set_len};
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
 use engine::Waker;
@@ -188,11 +189,13 @@ impl Inner {
         let end = range_end(offset, buf.len())?;
         let mut pieces = Vec::new();
         let mut covered = 0;
+        let stale_from;
         {
             let st = self.lock();
             if offset < st.start || end > st.end {
                 return Err(edom());
             }
+            stale_from = st.barriers.stale_from();
             for (bs, b) in st.index.overlapping(offset, end) {
                 let from = bs.max(offset);
                 let to = (bs + b.len).min(end);
@@ -211,6 +214,10 @@ impl Inner {
                 fileio::pread_direct(&self.file, self.align, buf, offset)?;
             } else {
                 fileio::pread_zero_fill(&self.file, buf, offset)?;
+            }
+            // A shrink not yet performed: the file may still hold older bytes there.
+            if stale_from < end {
+                buf[stale_from.saturating_sub(offset) as usize..].fill(0);
             }
         }
         for (from, src, at, len) in pieces {
@@ -263,6 +270,11 @@ impl WriteBehindFile {
             .unwrap_or_else(|| fileio::device_max_write(&file));
         let max_write = (max_write / align).max(1) * align;
         let len = fileio::file_len(&file)?;
+        let punch_align = if cfg.punch_holes {
+            Some(fileio::fs_block_size(&file)?)
+        } else {
+            None
+        };
         let limits = Limits {
             queue_depth: cfg.queue_depth as usize,
             max_write_bytes: max_write as u64,
@@ -323,7 +335,7 @@ impl WriteBehindFile {
             }
         };
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(0, len, kind)),
+            state: Mutex::new(State::new(0, len, kind, punch_align)),
             pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
             file,
             start: AtomicU64::new(0),
@@ -551,8 +563,25 @@ impl Handle for WriteBehindFile {
             return Err(edom());
         }
         if new_start > st.start {
-            st.truncate_start(new_start);
+            let wake = st.truncate_start(new_start);
             self.inner.start.store(new_start, Ordering::Release);
+            drop(st);
+            if wake {
+                self.inner.waker.wake();
+            }
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut st = self.inner.lock();
+        st.check_failed()?;
+        check_set_len(len, st.start, self.inner.align)?;
+        let wake = st.set_len(len);
+        self.inner.end.store(st.end, Ordering::Release);
+        drop(st);
+        if wake {
+            self.inner.waker.wake();
         }
         Ok(())
     }
