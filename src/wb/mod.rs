@@ -215,6 +215,11 @@ impl Inner {
             } else {
                 fileio::pread_zero_fill(&self.file, buf, offset)?;
             }
+            // A `truncate_start` during the pread may have punched what it read: then
+            // the read counts as after it. (The punch is issued after the start moved.)
+            if self.start.load(Ordering::Acquire) > offset {
+                return Err(edom());
+            }
             // A shrink not yet performed: the file may still hold older bytes there.
             if stale_from < end {
                 buf[stale_from.saturating_sub(offset) as usize..].fill(0);
