@@ -13,6 +13,11 @@
 //! - a byte also covered by writes not yet acknowledged may instead hold one of their
 //!   values (they may or may not have reached the file), and nothing else.
 //!
+//! The child also calls `set_len` now and then (announced as `T length`), shrinking or
+//! growing the file. After the kill the file's length must be one the child set or
+//! wrote since its last acknowledged force (or the acknowledged length), and a byte past
+//! a shrink may hold only zeros or a later write: data cut off never reappears.
+//!
 //! The file then stays as it is for the next child, which reopens it and continues. What
 //! a SIGKILL can show: a `force` acknowledged before its writes were handed to the kernel
 //! (buffered bytes die with the process). What it cannot show: a missing fsync (the
@@ -105,6 +110,14 @@ fn crash_child() {
         let (mut lo, mut hi) = (u64::MAX, 0);
         for _ in 0..rng.range(1, 8) {
             let end = h.end_position();
+            if rng.chance(5) {
+                let len = rng.range(end / 2, end + page as u64) / unit as u64 * unit as u64;
+                say(format!("T {len}"));
+                h.set_len(len).unwrap();
+                lo = lo.min(len);
+                hi = hi.max(len + 1);
+                continue;
+            }
             let data_seed = rng.next();
             let pick = rng.below(100);
             let (off, len, append) = if end >= page as u64 && (pick < 40 || end >= MAX_FILE) {
@@ -156,12 +169,36 @@ fn crash_child() {
 
 // ------------------------------------------------------------------ the parent
 
-/// A write the child announced.
+/// A write the child announced; `seed == None`: a `set_len(off)` (`len` 0).
 #[derive(Clone)]
 struct Intent {
     off: u64,
     len: usize,
-    seed: u64,
+    seed: Option<u64>,
+}
+
+impl Intent {
+    /// The file lengths this step may leave, given the lengths `[lo, hi]` before it: a
+    /// write may have landed only in part (write-back splits and merges writes).
+    fn lengths_after(&self, (lo, hi): (u64, u64)) -> (u64, u64) {
+        match self.seed {
+            None => (self.off, self.off),
+            Some(_) => (lo.max(self.off), hi.max(self.off + self.len as u64)),
+        }
+    }
+
+    /// Applies the step to `model`.
+    fn apply(&self, model: &mut Vec<u8>) {
+        let Some(seed) = self.seed else {
+            model.resize(self.off as usize, 0);
+            return;
+        };
+        let end = self.off as usize + self.len;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[self.off as usize..end].copy_from_slice(&pattern(seed, self.len));
+    }
 }
 
 /// Every write of every round, for explaining a wrong byte: (round, write, acknowledged).
@@ -174,7 +211,7 @@ fn explain(history: &History, got: &[u8], at: usize) -> String {
         .iter()
         .filter(|(_, w, _)| (w.off as usize..w.off as usize + w.len).contains(&at))
         .filter(|(_, w, _)| {
-            let data = pattern(w.seed, w.len);
+            let data = pattern(w.seed.expect("only writes cover bytes"), w.len);
             let from = at - w.off as usize;
             data[from..].iter().zip(want).all(|(a, b)| a == b)
         })
@@ -286,11 +323,27 @@ fn verify(
     let h = WriteBehindFile::open(path, cfg).expect("reopen after the kill");
     let end = h.end_position();
     assert_eq!(end, std::fs::metadata(path).unwrap().len(), "{what}");
+    // Every length the steps since the last acknowledged force may have left.
+    let mut lengths = vec![(model.len() as u64, model.len() as u64)];
+    for w in pending {
+        let before = lengths.clone();
+        lengths.extend(before.into_iter().map(|l| w.lengths_after(l)));
+        lengths.sort_unstable();
+        lengths.dedup();
+    }
     assert!(
-        end >= model.len() as u64,
-        "{what}: file shrank to {end} bytes below the acknowledged {}",
+        lengths.iter().any(|&(lo, hi)| (lo..=hi).contains(&end)),
+        "{what}: file length {end} is none that was set or written (acknowledged {}, \
+         possible {lengths:?})",
         model.len()
     );
+    // Bytes past a pending shrink may be zeros even where the model has data.
+    let cut = pending
+        .iter()
+        .filter(|w| w.seed.is_none())
+        .map(|w| w.off as usize)
+        .min()
+        .unwrap_or(usize::MAX);
     let mut got = vec![0u8; end as usize];
     h.read(0, &mut got).unwrap();
     h.close().unwrap();
@@ -299,10 +352,11 @@ fn verify(
     let mut ok: Vec<bool> = got
         .iter()
         .enumerate()
-        .map(|(i, &b)| b == model.get(i).copied().unwrap_or(0))
+        .map(|(i, &b)| b == model.get(i).copied().unwrap_or(0) || (i >= cut && b == 0))
         .collect();
     for w in pending {
-        let data = pattern(w.seed, w.len);
+        let Some(seed) = w.seed else { continue };
+        let data = pattern(seed, w.len);
         let from = (w.off as usize).min(got.len());
         let to = (w.off as usize + w.len).min(got.len());
         for i in from..to {
@@ -366,20 +420,26 @@ fn crash_loop(backend: &str, direct: bool, throttle_bps: Option<u64>) {
             match f.next() {
                 Some("W") => {
                     let mut num = || f.next().unwrap().parse::<u64>().unwrap();
-                    let (off, len, seed) = (num(), num() as usize, num());
+                    let (off, len, seed) = (num(), num() as usize, Some(num()));
                     pending.push(Intent { off, len, seed });
                     history.push((kill, pending[pending.len() - 1].clone(), false));
+                }
+                Some("T") => {
+                    let off = f.next().unwrap().parse::<u64>().unwrap();
+                    let t = Intent {
+                        off,
+                        len: 0,
+                        seed: None,
+                    };
+                    pending.push(t.clone());
+                    history.push((kill, t, false));
                 }
                 Some("F") => {
                     for (_, _, acked) in history.iter_mut().rev().take(pending.len()) {
                         *acked = true;
                     }
                     for w in pending.drain(..) {
-                        let end = w.off as usize + w.len;
-                        if model.len() < end {
-                            model.resize(end, 0);
-                        }
-                        model[w.off as usize..end].copy_from_slice(&pattern(w.seed, w.len));
+                        w.apply(&mut model);
                     }
                     acks += 1;
                 }
