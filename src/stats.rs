@@ -61,6 +61,11 @@ pub struct Stats {
     /// Hole punches the file system refused (`EOPNOTSUPP`, after which punching stops, or
     /// `ENOSPC`); the handle carries on without them.
     pub punches_refused: u64,
+    /// Zero bytes written ahead of the end (preallocation; see `Config::preallocate`).
+    pub bytes_preallocated: u64,
+    /// Zero fills the file system refused (`ENOSPC`, `EOPNOTSUPP`, `EDQUOT`); after one
+    /// the handle stops preallocating and carries on.
+    pub prealloc_refused: u64,
     /// Time from a write call's start to its return.
     pub write_ack_ns: Histogram<u64>,
     /// Time from submitting a write request to its completion.
@@ -90,6 +95,8 @@ impl Stats {
             size_changes: 0,
             bytes_punched: 0,
             punches_refused: 0,
+            bytes_preallocated: 0,
+            prealloc_refused: 0,
             write_ack_ns: hist(),
             submit_to_complete_ns: hist(),
             force_ns: hist(),

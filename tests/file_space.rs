@@ -1,6 +1,8 @@
 //! The log's file space: `truncate_start` punches holes below the new start, so a log
-//! that appends at its end and truncates at its start keeps a bounded allocation; size
-//! changes (`set_len`'s ftruncate, the punches) that fail are counted or latched.
+//! that appends at its end and truncates at its start keeps a bounded allocation; the
+//! handle keeps zero-filled space ready past its end (preallocation) and trims it at
+//! close; size changes (`set_len`'s ftruncate, punches, zero fills) that fail are counted
+//! or latched.
 
 mod common;
 
@@ -11,14 +13,15 @@ use writebehind::{Config, Handle, WriteBehindFile};
 
 /// The acceptance test of the concurrent stress: after appends, writes, `truncate_start`
 /// and forces from many threads, then `close`, the file's allocated bytes are at most
-/// twice the live range plus a 1 MiB allowance (this handle has no preallocation window
-/// yet; the allowance is the window the acceptance test names), and punching freed
+/// twice the live range plus the 1 MiB preallocation window, and punching freed
 /// something.
 #[test]
 fn concurrent_stress_keeps_the_allocation_near_the_live_range() {
     let dir = common::tempdir();
     let path = dir.path().join("log");
-    let h = Arc::new(WriteBehindFile::create(&path, &Config::default()).unwrap());
+    let window = 1 << 20;
+    let cfg = Config::default().preallocate(window as usize);
+    let h = Arc::new(WriteBehindFile::create(&path, &cfg).unwrap());
     let (_, threads, ops) = common::sizes();
     let seed = common::seed("file_space");
     common::concurrent_ops(&*h, 1, seed, threads, ops);
@@ -30,7 +33,6 @@ fn concurrent_stress_keeps_the_allocation_near_the_live_range() {
     let h = Arc::into_inner(h).unwrap();
     let stats = h.close().unwrap();
     let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
-    let window = 1 << 20;
     eprintln!(
         "file {end} bytes, live {live}, allocated {allocated}, punched {}, refused {}",
         stats.bytes_punched, stats.punches_refused
@@ -39,6 +41,51 @@ fn concurrent_stress_keeps_the_allocation_near_the_live_range() {
     assert!(
         allocated <= 2 * (live + window),
         "allocated {allocated} bytes for a live range of {live} (seed {seed})"
+    );
+}
+
+/// Appends land in zero-filled space inside the file's size: while open the file is
+/// longer than the end (by at most the window), `close` trims it to the end, and a
+/// reopened handle sees exactly the data.
+#[test]
+fn preallocated_space_is_kept_ahead_and_trimmed_at_close() {
+    let dir = common::tempdir();
+    let path = dir.path().join("log");
+    let window = 256 << 10;
+    let cfg = Config::default().preallocate(window);
+    let h = WriteBehindFile::create(&path, &cfg).unwrap();
+    let mut model = Vec::new();
+    let mut longer = 0;
+    for i in 0..2000u32 {
+        let rec = common::pattern(i as u64, 500);
+        h.append(&rec).unwrap();
+        model.extend_from_slice(&rec);
+        if i % 50 == 49 {
+            h.force().unwrap();
+            let len = std::fs::metadata(&path).unwrap().len();
+            assert!(len <= h.end_position() + 2 * window as u64, "{len}");
+            longer += usize::from(len > h.end_position());
+        }
+    }
+    assert!(
+        longer > 20,
+        "the file was longer than the end only {longer} of 40 times"
+    );
+    let stats = h.close().unwrap();
+    assert!(
+        stats.bytes_preallocated >= model.len() as u64,
+        "{}",
+        stats.bytes_preallocated
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), model.len() as u64);
+    let h = WriteBehindFile::open(&path, &cfg).unwrap();
+    assert_eq!(h.end_position(), model.len() as u64);
+    assert_eq!(common::snapshot(&h).bytes, model);
+    h.close().unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        model.len() as u64,
+        "reopen wrote"
     );
 }
 
@@ -52,6 +99,7 @@ fn without_punching_the_log_keeps_its_space() {
     for _ in 0..64 {
         h.append(&[1u8; 64 << 10]).unwrap();
     }
+    h.force().unwrap(); // written: truncate_start drops blocks still buffered
     h.truncate_start(h.end_position() - 4096).unwrap();
     let stats = h.close().unwrap();
     assert_eq!(stats.bytes_punched, 0);
@@ -65,7 +113,10 @@ mod faults {
 
     fn open(faults: &FaultInjector) -> (tempfile::TempDir, WriteBehindFile) {
         let dir = common::tempdir();
-        let cfg = Config::default().fault_injector(faults.clone());
+        // No preallocation: its zero fills would take the injected faults first.
+        let cfg = Config::default()
+            .fault_injector(faults.clone())
+            .preallocate(0);
         let h = WriteBehindFile::create(dir.path().join("f"), &cfg).unwrap();
         (dir, h)
     }
@@ -95,6 +146,49 @@ mod faults {
                 assert!(stats.bytes_punched > 0, "punching stopped after ENOSPC");
             } else {
                 assert_eq!(stats.bytes_punched, 0, "punching went on after EOPNOTSUPP");
+            }
+        }
+    }
+
+    /// A zero fill refused with ENOSPC or EOPNOTSUPP is counted and preallocation stops;
+    /// nothing is lost and the file ends at the data after close. EIO latches.
+    #[test]
+    fn refused_zero_fills_are_counted_and_eio_latches() {
+        for errno in [libc::ENOSPC, libc::EOPNOTSUPP, libc::EIO] {
+            let faults = FaultInjector::new();
+            let dir = common::tempdir();
+            let path = dir.path().join("f");
+            let cfg = Config::default().fault_injector(faults.clone());
+            let h = WriteBehindFile::create(&path, &cfg).unwrap();
+            faults.inject_size_change(0, errno); // the first zero fill
+            let mut r = Ok(());
+            for i in 0..100u64 {
+                r = r.and_then(|()| h.append(&common::pattern(i, 4096)).map(drop));
+                r = r.and_then(|()| h.force());
+            }
+            let end = h.end_position();
+            if errno == libc::EIO {
+                assert_eq!(common::err_of("appends and forces", r), libc::EIO);
+                assert_eq!(common::err_of("close", h.close()), libc::EIO);
+                continue;
+            }
+            r.unwrap();
+            let stats = h.close().unwrap();
+            assert_eq!(faults.injected().failed_size_changes, 1, "errno {errno}");
+            assert_eq!(stats.prealloc_refused, 1, "errno {errno}");
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                end,
+                "errno {errno}"
+            );
+            let got = std::fs::read(&path).unwrap();
+            for i in 0..100u64 {
+                let at = i as usize * 4096;
+                assert_eq!(
+                    got[at..at + 4096],
+                    common::pattern(i, 4096),
+                    "errno {errno}"
+                );
             }
         }
     }

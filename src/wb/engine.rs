@@ -29,15 +29,39 @@ pub(crate) enum SizeChange {
     Truncate(u64),
     /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` of `[offset, offset + len)`.
     Punch { offset: u64, len: u64 },
+    /// A write of zeros over `[offset, offset + len)` (`len <= ZEROS_LEN`), from a static
+    /// zeroed buffer: completes with the bytes written, like a write.
+    ZeroFill { offset: u64, len: u64 },
 }
 
+/// The most bytes one [`SizeChange::ZeroFill`] writes.
+pub(crate) const ZEROS_LEN: usize = 1 << 20;
+
+/// Page-aligned zeros (in `.bss`: no pages until touched), aligned for direct I/O.
+#[repr(C, align(4096))]
+pub(crate) struct Zeros(pub [u8; ZEROS_LEN]);
+
+/// What zero fills write from; never written to.
+pub(crate) static ZEROS: Zeros = Zeros([0; ZEROS_LEN]);
+
 impl SizeChange {
-    /// Runs the change with a blocking syscall: 0 or `-errno` (`EINTR` retried).
+    /// Runs the change with a blocking syscall: 0 (a zero fill: bytes written) or
+    /// `-errno` (`EINTR` retried).
     pub(crate) fn run_blocking(self, fd: std::os::fd::RawFd) -> i32 {
         loop {
-            // SAFETY: plain syscalls on a descriptor the caller keeps open; no memory.
+            // SAFETY: plain syscalls on a descriptor the caller keeps open; a zero fill
+            // reads at most ZEROS_LEN bytes of the immutable static ZEROS.
             let rc = unsafe {
                 match self {
+                    SizeChange::ZeroFill { offset, len } => {
+                        let len = (len as usize).min(ZEROS_LEN);
+                        let n =
+                            libc::pwrite(fd, ZEROS.0.as_ptr().cast(), len, offset as libc::off_t);
+                        if n >= 0 {
+                            return n as i32;
+                        }
+                        -1
+                    }
                     SizeChange::Truncate(len) => libc::ftruncate(fd, len as libc::off_t),
                     SizeChange::Punch { offset, len } => libc::fallocate(
                         fd,

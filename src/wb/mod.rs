@@ -34,6 +34,7 @@ use crate::error::{edom, os, os_msg, range_end};
 use crate::fileio::{self, check_set_len};
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
+use barrier::Barriers;
 use engine::Waker;
 use pool::{BufRef, Pool};
 use state::{Limits, State};
@@ -275,11 +276,14 @@ impl WriteBehindFile {
             .unwrap_or_else(|| fileio::device_max_write(&file));
         let max_write = (max_write / align).max(1) * align;
         let len = fileio::file_len(&file)?;
-        let punch_align = if cfg.punch_holes {
-            Some(fileio::fs_block_size(&file)?)
-        } else {
-            None
-        };
+        let block = fileio::fs_block_size(&file)?;
+        let barriers = Barriers::new(
+            block,
+            cfg.punch_holes.then_some(block),
+            cfg.preallocate as u64,
+            len,
+        )
+        .direct(cfg.direct_io);
         let limits = Limits {
             queue_depth: cfg.queue_depth as usize,
             max_write_bytes: max_write as u64,
@@ -340,7 +344,7 @@ impl WriteBehindFile {
             }
         };
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(0, len, kind, punch_align)),
+            state: Mutex::new(State::new(0, len, kind, barriers)),
             pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
             file,
             start: AtomicU64::new(0),

@@ -161,12 +161,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(
-        start: u64,
-        end: u64,
-        backend: BackendKind,
-        punch_align: Option<u64>,
-    ) -> Self {
+    pub(crate) fn new(start: u64, end: u64, backend: BackendKind, barriers: Barriers) -> Self {
         State {
             index: Index::default(),
             ops: Slab::new(),
@@ -187,7 +182,7 @@ impl State {
             gather_until: None,
             start,
             end,
-            barriers: Barriers::new(punch_align),
+            barriers,
             stats: Stats::new(backend),
         }
     }
@@ -281,7 +276,7 @@ impl State {
             }
         }
         self.last_seq += 1;
-        self.barriers.truncate(len, self.last_seq);
+        self.barriers.truncate(len, Some(self.last_seq));
         self.end = len;
         self.wants_wake(true)
     }
@@ -437,6 +432,15 @@ impl State {
 
     /// Issues the oldest size change once no write in flight overlaps what it affects.
     fn plan_size_change(&mut self, now: Instant, out: &mut Vec<Push>) {
+        if !self.closing {
+            self.barriers.top_up(self.end);
+        } else if self.index.dirty_count() == 0
+            && self.writes_inflight == 0
+            && self.resubmit.is_empty()
+            && self.barriers.is_empty()
+        {
+            self.barriers.trim(self.end);
+        }
         let Some((change, (from, to))) = self.barriers.next() else {
             return;
         };
@@ -471,6 +475,22 @@ impl State {
                 self.barriers.stop_punching();
             }
             (SizeChange::Punch { .. }, libc::ENOSPC) => self.stats.punches_refused += 1,
+            (SizeChange::ZeroFill { offset, len }, n) if n <= 0 => {
+                // Bytes written; a short fill is completed by the next top-up, and one
+                // that wrote nothing ends preallocation.
+                let written = (-n) as u64;
+                self.stats.bytes_preallocated += written;
+                if written == 0 {
+                    self.barriers.stop_preallocating();
+                } else if written < len {
+                    self.barriers.filled_only_to(offset + written);
+                }
+            }
+            // Preallocation only saves metadata updates: without it nothing is lost.
+            (SizeChange::ZeroFill { .. }, libc::ENOSPC | libc::EOPNOTSUPP | libc::EDQUOT) => {
+                self.stats.prealloc_refused += 1;
+                self.barriers.stop_preallocating();
+            }
             (_, code) => self.fail(if code > 0 { code } else { libc::EIO }),
         }
     }
@@ -738,7 +758,12 @@ mod tests {
         fn new() -> Self {
             Fixture {
                 pool: Pool::new(1 << 24, 1 << 16, 1),
-                st: State::new(0, 0, BackendKind::Threads, Some(4096)),
+                st: State::new(
+                    0,
+                    0,
+                    BackendKind::Threads,
+                    Barriers::new(1, Some(4096), 0, 0),
+                ),
                 now: Instant::now(),
             }
         }

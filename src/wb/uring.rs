@@ -21,7 +21,7 @@ use io_uring::squeue::Flags;
 use io_uring::types::{FsyncFlags, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
-use super::engine::{Completion, Engine, SizeChange, Waker, RESERVED_USER_DATA};
+use super::engine::{Completion, Engine, SizeChange, Waker, RESERVED_USER_DATA, ZEROS, ZEROS_LEN};
 use crate::config::SyncMode;
 use crate::error::{os, os_msg};
 use crate::stats::BackendKind;
@@ -471,6 +471,12 @@ impl Engine for UringEngine {
             SizeChange::Truncate(len) if self.has_ftruncate => {
                 opcode::Ftruncate::new(self.fd(), len).build()
             }
+            SizeChange::ZeroFill { offset, len } => {
+                let len = (len as usize).min(ZEROS_LEN) as u32;
+                opcode::Write::new(self.fd(), ZEROS.0.as_ptr(), len)
+                    .offset(offset)
+                    .build()
+            }
             SizeChange::Punch { offset, len } if self.has_fallocate => {
                 opcode::Fallocate::new(self.fd(), len)
                     .offset(offset)
@@ -485,7 +491,8 @@ impl Engine for UringEngine {
             }
         };
         self.make_room(1)?;
-        // SAFETY: ftruncate and fallocate reference no memory; the fd stays open (self.file).
+        // SAFETY: ftruncate and fallocate reference no memory, a zero fill only the static
+        // (never written) ZEROS; the fd stays open (self.file).
         unsafe { self.ring.submission().push(&entry.user_data(user_data)) }
             .map_err(|_| os(libc::EBUSY))?;
         self.in_flight += 1;
