@@ -387,7 +387,7 @@ mod tests {
         b.completed();
         b.issued();
         b.completed();
-        assert!(b.trim(12_000) && b.is_empty() == false);
+        assert!(b.trim(12_000) && !b.is_empty());
         assert_eq!(b.next().unwrap().0, SizeChange::Truncate(12_000));
         assert_eq!(b.min_seq(), None, "nobody waits for the trim");
         b.issued();
