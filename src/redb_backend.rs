@@ -22,54 +22,36 @@ use std::io;
 
 use crate::{FileHandle, Handle, WriteBehindFile};
 
-impl redb::StorageBackend for WriteBehindFile {
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.end_position())
-    }
+/// The same six lines for each file handle.
+macro_rules! storage_backend {
+    ($handle:ty) => {
+        impl redb::StorageBackend for $handle {
+            fn len(&self) -> io::Result<u64> {
+                Ok(self.end_position())
+            }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        Handle::read(self, offset, out)
-    }
+            fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+                Handle::read(self, offset, out)
+            }
 
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        Handle::set_len(self, len)
-    }
+            fn set_len(&self, len: u64) -> io::Result<()> {
+                Handle::set_len(self, len)
+            }
 
-    fn sync_data(&self) -> io::Result<()> {
-        self.force()
-    }
+            fn sync_data(&self) -> io::Result<()> {
+                self.force()
+            }
 
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        Handle::write(self, offset, data)
-    }
+            fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+                Handle::write(self, offset, data)
+            }
 
-    fn close(&self) -> io::Result<()> {
-        self.force()
-    }
+            fn close(&self) -> io::Result<()> {
+                self.force()
+            }
+        }
+    };
 }
 
-impl redb::StorageBackend for FileHandle {
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.end_position())
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        Handle::read(self, offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        Handle::set_len(self, len)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        self.force()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        Handle::write(self, offset, data)
-    }
-
-    fn close(&self) -> io::Result<()> {
-        self.force()
-    }
-}
+storage_backend!(WriteBehindFile);
+storage_backend!(FileHandle);

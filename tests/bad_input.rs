@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use common::loopfs::run;
 use common::{
     append_via_buffer, assert_same, pattern, read_vec, skip_or_fail, small_block, snapshot,
     write_via_buffer, Model,
@@ -604,20 +605,6 @@ fn directories_and_missing_paths_give_the_os_error_unchanged() {
     }
     assert!(sub.is_dir());
     assert_eq!(std::fs::read(sub.join("inside")).unwrap(), b"keep");
-}
-
-/// Runs a command; its failure as a message.
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// A tmpfs mounted at a temp dir, unmounted on drop.

@@ -199,3 +199,42 @@ fn redb_shrinks_the_file_through_set_len() {
         "redb never shrank the file: the test no longer exercises set_len"
     );
 }
+
+/// An I/O error reaches redb with its errno: a failed fsync fails the commit with `EIO`
+/// (redb wraps it in its own error type; the `io::Error` inside keeps the errno), and the
+/// handle stays failed for the commits after it.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn an_fsync_error_fails_the_commit_with_its_errno() {
+    use writebehind::fault::FaultInjector;
+    let dir = common::tempdir();
+    let faults = FaultInjector::new();
+    let cfg = Config::default().fault_injector(faults.clone());
+    let file = WriteBehindFile::create(dir.path().join("db.redb"), &cfg).unwrap();
+    let db = Database::builder().create_with_backend(file).unwrap();
+    let commit = |i: u64| {
+        let tx = db.begin_write().unwrap();
+        tx.open_table(TABLE)
+            .unwrap()
+            .insert(i, [1u8; 100].as_slice())
+            .unwrap();
+        tx.commit()
+    };
+    commit(1).unwrap();
+    faults.fail_all_syncs_from(0, libc::EIO);
+    match commit(2) {
+        Err(redb::CommitError::Storage(redb::StorageError::Io(e))) => {
+            assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}")
+        }
+        other => panic!("expected the fsync's EIO, got {other:?}"),
+    }
+    let again = (|| -> Result<(), redb::Error> {
+        let tx = db.begin_write()?;
+        tx.open_table(TABLE)?.insert(3, [1u8; 100].as_slice())?;
+        Ok(tx.commit()?)
+    })();
+    assert!(
+        again.is_err(),
+        "the handle took a commit after a failed fsync"
+    );
+}
