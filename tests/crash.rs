@@ -174,7 +174,7 @@ fn crash_child() {
             lo = lo.min(off);
             hi = hi.max(off + len as u64);
         }
-        if rng.chance(30) {
+        if rng.chance(30) && lo < hi {
             h.force_range(lo, hi).unwrap();
         } else {
             h.force().unwrap();
