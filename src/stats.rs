@@ -54,7 +54,7 @@ pub struct Stats {
     pub retries: u64,
     /// Linked fsyncs cancelled (`ECANCELED`) because the write before them fell short.
     pub cancelled_fsyncs: u64,
-    /// `set_len` truncates performed (`ftruncate` completed).
+    /// `ftruncate`s completed: `set_len`, and the trim of preallocated space at `close`.
     pub size_changes: u64,
     /// Bytes below the start freed by punching holes (`truncate_start`).
     pub bytes_punched: u64,
