@@ -27,14 +27,12 @@
 //! promises nothing about durability).
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use super::engine::{SizeChange, ZEROS_LEN};
 
 /// A size change the engine is performing.
 pub(crate) struct SizeOp {
     pub change: SizeChange,
-    pub pushed_at: Instant,
 }
 
 struct Pending {

@@ -414,7 +414,7 @@ impl State {
                 self.dirty_since = Some(now);
             }
         }
-        self.plan_size_change(now, out);
+        self.plan_size_change(out);
         if waiting && self.sync_inflight.is_none() {
             self.plan_sync(if new_ops == 1 { last_new } else { None }, now, out);
         }
@@ -431,7 +431,7 @@ impl State {
     }
 
     /// Issues the oldest size change once no write in flight overlaps what it affects.
-    fn plan_size_change(&mut self, now: Instant, out: &mut Vec<Push>) {
+    fn plan_size_change(&mut self, out: &mut Vec<Push>) {
         if !self.closing {
             self.barriers.top_up(self.end);
         } else if self.index.dirty_count() == 0
@@ -448,23 +448,16 @@ impl State {
             return;
         }
         self.barriers.issued();
-        let op = self.ops.insert(Op::Size(SizeOp {
-            change,
-            pushed_at: now,
-        }));
+        let op = self.ops.insert(Op::Size(SizeOp { change }));
         out.push(Push::Size { op });
     }
 
-    fn complete_size(&mut self, key: usize, result: i32, now: Instant) {
+    fn complete_size(&mut self, key: usize, result: i32) {
         let Op::Size(op) = self.ops.remove(key) else {
             unreachable!()
         };
         let change = self.barriers.completed();
         debug_assert_eq!(change, op.change);
-        record(
-            &mut self.stats.submit_to_complete_ns,
-            now.duration_since(op.pushed_at).as_nanos() as u64,
-        );
         match (change, -result) {
             (SizeChange::Truncate(_), 0) => self.stats.size_changes += 1,
             (SizeChange::Punch { len, .. }, 0) => self.stats.bytes_punched += len,
@@ -607,7 +600,7 @@ impl State {
         match &self.ops[key] {
             Op::Write(_) => self.complete_write(key, result, lim, now),
             Op::Sync(_) => self.complete_sync(key, result, now),
-            Op::Size(_) => self.complete_size(key, result, now),
+            Op::Size(_) => self.complete_size(key, result),
         }
     }
 
