@@ -1,7 +1,9 @@
 //! redb, a storage engine nobody here wrote, on the handles (feature `redb`): a seeded
 //! random workload (inserts, updates, deletes, range scans, commits, aborted transactions,
-//! reopens) must leave the same contents on `WriteBehindFile` (both engines) and `FileHandle` as on redb's own in-memory backend. redb shrinks its
-//! file with `set_len` during ordinary commits, so this exercises `set_len` too.
+//! reopens) must leave the same contents on `WriteBehindFile` (both engines) and
+//! `FileHandle` as on redb's own in-memory backend. redb shrinks its file with `set_len`
+//! during ordinary commits, so this exercises `set_len` too. An fsync error reaches a
+//! commit with its errno.
 #![cfg(feature = "redb")]
 
 mod common;
