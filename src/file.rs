@@ -68,7 +68,8 @@ pub struct FileHandle {
     start: AtomicU64,
     /// Holds the file's `flock` ([`Config::lock_file`]) until the handle is dropped.
     _lock: Option<File>,
-    /// Only grows: `fetch_max` after a write, `compare_exchange` to reserve an append.
+    /// `fetch_max` after a write, `compare_exchange` to reserve an append, `store` by
+    /// `set_len`.
     end: AtomicU64,
 }
 
@@ -380,6 +381,15 @@ impl Handle for FileHandle {
             fileio::sync_range(&self.file, start, stop)?;
         }
         fileio::sync(&self.file, self.sync)
+    }
+
+    /// `ftruncate` on the caller's thread, then the end moves. Writes racing it past
+    /// `len` land before or after it, as with a plain file.
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        fileio::check_set_len(len, self.start_position(), self.align)?;
+        self.file.set_len(len)?;
+        self.end.store(len, Ordering::Release);
+        Ok(())
     }
 
     fn truncate_start(&self, new_start: u64) -> io::Result<()> {

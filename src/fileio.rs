@@ -390,6 +390,33 @@ pub(crate) fn sync(file: &File, mode: SyncMode) -> io::Result<()> {
     }
 }
 
+/// The file system's block size (`st_blksize`): the unit hole punches are aligned to.
+pub(crate) fn fs_block_size(file: &File) -> io::Result<u64> {
+    Ok(file.metadata()?.blksize().max(512))
+}
+
+/// The checks of `set_len(len)` on a handle whose start is `start`: `EDOM` below the
+/// start, `EINVAL` past the largest file offset or, with direct I/O (`align > 1`), when
+/// `len` is not a multiple of the alignment (appends could not continue from there).
+pub(crate) fn check_set_len(len: u64, start: u64, align: usize) -> io::Result<()> {
+    if len < start {
+        return Err(crate::error::edom());
+    }
+    if len > i64::MAX as u64 {
+        return Err(os_msg(
+            libc::EINVAL,
+            format!("set_len({len}) is past the largest file offset (2^63 - 1)"),
+        ));
+    }
+    if !len.is_multiple_of(align as u64) {
+        return Err(os_msg(
+            libc::EINVAL,
+            format!("set_len({len}): direct I/O requires a multiple of {align}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Length of the file now.
 pub(crate) fn file_len(file: &File) -> io::Result<u64> {
     Ok(file.metadata()?.len())

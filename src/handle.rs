@@ -177,6 +177,36 @@ pub trait Handle: Send + Sync {
     fn failure(&self) -> Option<io::Error> {
         None
     }
+
+    /// Sets the end to `len`, as `std::fs::File::set_len` does: growing makes the new
+    /// range read as zeros; shrinking discards every byte at or past `len`, and a later
+    /// read or a growth never shows them again. Like a write, it is durable once a later
+    /// [`force`](Handle::force) returns.
+    ///
+    /// `len < start_position()` fails with `EDOM` and changes nothing (the bytes below the
+    /// start are gone, so no length can describe them). `len` past `i64::MAX`, or, with
+    /// direct I/O, not a multiple of the alignment, fails with `EINVAL`.
+    ///
+    /// ```
+    /// use writebehind::{Handle, MemoryHandle};
+    /// let h = MemoryHandle::new();
+    /// h.write(0, b"hello world").unwrap();
+    /// h.set_len(5).unwrap();
+    /// h.set_len(8).unwrap();
+    /// let mut buf = [9u8; 8];
+    /// h.read(0, &mut buf).unwrap();
+    /// assert_eq!(&buf, b"hello\0\0\0");
+    /// ```
+    ///
+    /// Every handle of this crate implements it; the default, for handles written
+    /// elsewhere before it existed, fails with `EOPNOTSUPP` and changes nothing.
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Err(crate::error::os_msg(
+            libc::EOPNOTSUPP,
+            "set_len is not implemented by this handle",
+        ))
+    }
 }
 
 macro_rules! forward_handle {
@@ -216,6 +246,9 @@ macro_rules! forward_handle {
         }
         fn failure(&self) -> Option<io::Error> {
             (**self).failure()
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            (**self).set_len(len)
         }
     };
 }

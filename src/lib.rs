@@ -28,6 +28,8 @@ mod file;
 mod fileio;
 mod handle;
 mod memory;
+#[cfg(feature = "redb")]
+mod redb_backend;
 mod stats;
 mod wb;
 

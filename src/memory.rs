@@ -232,6 +232,18 @@ impl Handle for MemoryHandle {
         crate::fileio::check_force_range(start, stop)
     }
 
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut s = self.state_mut();
+        crate::fileio::check_set_len(len, s.start, 1)?;
+        // base <= start <= len, so this fits whatever `bytes` holds.
+        let keep = len - s.base;
+        if keep < s.bytes.len() as u64 {
+            s.bytes.truncate(keep as usize);
+        }
+        s.end = len;
+        Ok(())
+    }
+
     fn truncate_start(&self, new_start: u64) -> io::Result<()> {
         let mut s = self.state_mut();
         if new_start > s.end {

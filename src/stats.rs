@@ -72,6 +72,18 @@ pub struct Stats {
     /// not stored: their range lay below the start by then, or the handle had failed.
     /// [`release`](crate::WriteBuffer::release) returns that error instead.
     pub dropped_buffer_failures: u64,
+    /// `ftruncate`s completed: `set_len`, and the trim of preallocated space at `close`.
+    pub size_changes: u64,
+    /// Bytes below the start freed by punching holes (`truncate_start`).
+    pub bytes_punched: u64,
+    /// Hole punches the file system refused (`EOPNOTSUPP`, after which punching stops, or
+    /// `ENOSPC`); the handle carries on without them.
+    pub punches_refused: u64,
+    /// Zero bytes written ahead of the end (preallocation; see `Config::preallocate`).
+    pub bytes_preallocated: u64,
+    /// Zero fills the file system refused (`ENOSPC`, `EOPNOTSUPP`, `EDQUOT`); after one
+    /// the handle stops preallocating and carries on.
+    pub prealloc_refused: u64,
     /// Time from a write call's start to its return.
     pub write_ack_ns: Histogram<u64>,
     /// Time from submitting a write request to its completion.
@@ -99,6 +111,11 @@ impl Stats {
             retries: 0,
             cancelled_fsyncs: 0,
             dropped_buffer_failures: 0,
+            size_changes: 0,
+            bytes_punched: 0,
+            punches_refused: 0,
+            bytes_preallocated: 0,
+            prealloc_refused: 0,
             write_ack_ns: hist(),
             submit_to_complete_ns: hist(),
             force_ns: hist(),

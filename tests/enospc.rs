@@ -12,10 +12,9 @@
 
 mod common;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use common::loopfs::LoopFs;
 use common::pattern;
 use writebehind::{errno, Backend, Config, Handle, WriteBehindFile};
 
@@ -24,89 +23,9 @@ const PAGE: usize = 4096;
 /// Pages appended per forced round (256 KiB).
 const ROUND_PAGES: u64 = 64;
 
-/// Runs a command; its failure as a message.
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A fresh ext4 image mounted through a loop device; unmounted (and the loop device
-/// released) on drop.
-struct LoopFs {
-    dir: tempfile::TempDir,
-    mounted: bool,
-}
-
-impl LoopFs {
-    fn new() -> Result<Self, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("needs root to mount a loop device".into());
-        }
-        let dir = common::tempdir();
-        let img = dir.path().join("fs.img");
-        File::create(&img)
-            .and_then(|f| f.set_len(IMAGE_BYTES))
-            .map_err(|e| format!("create {img:?}: {e}"))?;
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
-        std::fs::create_dir(dir.path().join("mnt")).map_err(|e| e.to_string())?;
-        let mut fs = LoopFs {
-            dir,
-            mounted: false,
-        };
-        fs.mount()?;
-        Ok(fs)
-    }
-
-    fn mnt(&self) -> PathBuf {
-        self.dir.path().join("mnt")
-    }
-
-    fn mount(&mut self) -> Result<(), String> {
-        let img = self.dir.path().join("fs.img");
-        run(Command::new("mount")
-            .args(["-t", "ext4", "-o", "loop"])
-            .arg(&img)
-            .arg(self.mnt()))?;
-        self.mounted = true;
-        Ok(())
-    }
-
-    fn unmount(&mut self) -> Result<(), String> {
-        run(Command::new("umount").arg(self.mnt()))?;
-        self.mounted = false;
-        Ok(())
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        if self.mounted {
-            if let Err(e) = self.unmount() {
-                eprintln!("{e}; detaching lazily");
-                let _ = run(Command::new("umount").arg("-l").arg(self.mnt()));
-            }
-        }
-    }
-}
-
 /// The filesystem, or `None` after printing why it cannot be had (a failure under CI).
 fn loop_fs(what: &str) -> Option<LoopFs> {
-    match LoopFs::new() {
-        Ok(fs) => Some(fs),
-        Err(reason) => {
-            common::skip_or_fail(what, &format!("cannot mount a loop filesystem: {reason}"));
-            None
-        }
-    }
+    common::loopfs::loop_fs(what, "ext4", IMAGE_BYTES)
 }
 
 fn page(n: u64) -> Vec<u8> {

@@ -22,6 +22,68 @@ pub(crate) struct Completion {
     pub result: i32,
 }
 
+/// A change to the file's size or allocation, run by [`Engine::push_size`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SizeChange {
+    /// `ftruncate(len)`.
+    Truncate(u64),
+    /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` of `[offset, offset + len)`.
+    Punch { offset: u64, len: u64 },
+    /// A write of zeros over `[offset, offset + len)` (`len <= ZEROS_LEN`), from a static
+    /// zeroed buffer: completes with the bytes written, like a write.
+    ZeroFill { offset: u64, len: u64 },
+}
+
+/// The most bytes one [`SizeChange::ZeroFill`] writes.
+pub(crate) const ZEROS_LEN: usize = 1 << 20;
+
+/// Page-aligned zeros (in `.bss`: no pages until touched), aligned for direct I/O.
+#[repr(C, align(4096))]
+pub(crate) struct Zeros(pub [u8; ZEROS_LEN]);
+
+/// What zero fills write from; never written to.
+pub(crate) static ZEROS: Zeros = Zeros([0; ZEROS_LEN]);
+
+impl SizeChange {
+    /// Runs the change with a blocking syscall: 0 (a zero fill: bytes written) or
+    /// `-errno` (`EINTR` retried).
+    pub(crate) fn run_blocking(self, fd: std::os::fd::RawFd) -> i32 {
+        loop {
+            // SAFETY: plain syscalls on a descriptor the caller keeps open; a zero fill
+            // reads at most ZEROS_LEN bytes of the immutable static ZEROS.
+            let rc = unsafe {
+                match self {
+                    SizeChange::ZeroFill { offset, len } => {
+                        let len = (len as usize).min(ZEROS_LEN);
+                        let n =
+                            libc::pwrite(fd, ZEROS.0.as_ptr().cast(), len, offset as libc::off_t);
+                        if n >= 0 {
+                            return n as i32;
+                        }
+                        -1
+                    }
+                    SizeChange::Truncate(len) => libc::ftruncate(fd, len as libc::off_t),
+                    SizeChange::Punch { offset, len } => libc::fallocate(
+                        fd,
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        offset as libc::off_t,
+                        len as libc::off_t,
+                    ),
+                }
+            };
+            if rc == 0 {
+                return 0;
+            }
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            if errno != libc::EINTR {
+                return -errno;
+            }
+        }
+    }
+}
+
 /// Wakes the submission thread out of [`Engine::wait`]. Called by writers and forcers;
 /// cheap, callable from any thread, and wake-ups may coalesce.
 pub(crate) trait Waker: Send + Sync {
@@ -57,6 +119,11 @@ pub(crate) trait Engine: Send {
     /// Queues a sync (per the handle's `SyncMode`) of the whole file. It covers the
     /// writes whose completions were returned before it was pushed.
     fn push_sync(&mut self, user_data: u64) -> io::Result<()>;
+
+    /// Queues a size change tagged `user_data`; it completes with 0 or `-errno`. The core
+    /// orders it against writes and syncs itself (it is pushed only when nothing that
+    /// conflicts with it is in flight), so engines may run it concurrently with them.
+    fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()>;
 
     /// Submits everything pushed, then waits until at least one completion is available,
     /// a waker fires, or `timeout` passes (`None`: no timeout); appends every available

@@ -514,6 +514,43 @@ pub(super) mod conformance {
         assert!(got.iter().all(|&b| b == 7));
     }
 
+    /// A truncate sets the length; a punch frees the blocks it covers, reads as zeros
+    /// and keeps the length; a bad truncate completes with its errno.
+    pub(crate) fn size_changes_land(make: Make) {
+        use super::super::engine::SizeChange;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = file_in(dir.path(), false);
+        let mut engine = make(file.clone());
+        let data = vec![5u8; 64 << 10];
+        let v = [iov(&data)];
+        // SAFETY: `data` and `v` outlive `collect`, which returns the write's completion.
+        unsafe { engine.push_write(1, 0, v.as_ptr(), 1, None).unwrap() };
+        collect(&mut *engine, &HashMap::from([(1, 64 << 10)]));
+        let blocks = |f: &File| f.metadata().unwrap().blocks();
+        let before = blocks(&file);
+        engine
+            .push_size(
+                2,
+                SizeChange::Punch {
+                    offset: 0,
+                    len: 32 << 10,
+                },
+            )
+            .unwrap();
+        collect(&mut *engine, &HashMap::from([(2, 0)]));
+        assert!(blocks(&file) < before, "punch freed nothing");
+        engine.push_size(3, SizeChange::Truncate(40_000)).unwrap();
+        collect(&mut *engine, &HashMap::from([(3, 0)]));
+        engine.push_size(4, SizeChange::Truncate(u64::MAX)).unwrap();
+        collect(&mut *engine, &HashMap::from([(4, -libc::EINVAL)]));
+        drop(engine);
+        let got = std::fs::read(dir.path().join("data")).unwrap();
+        assert_eq!(got.len(), 40_000);
+        assert!(got[..32 << 10].iter().all(|&b| b == 0));
+        assert!(got[32 << 10..].iter().all(|&b| b == 5));
+    }
+
     /// The reserved user_data is refused with EINVAL and nothing is queued.
     pub(crate) fn reserved_user_data_is_refused(make: Make) {
         let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::engine::{Completion, Engine, Waker};
+use super::engine::{Completion, Engine, SizeChange, Waker};
 use crate::stats::BackendKind;
 
 /// What to do to one write completion.
@@ -47,12 +47,18 @@ pub struct Injected {
     pub failed_syncs: u64,
     /// Linked syncs turned into `-ECANCELED` because their write was faulted.
     pub cancelled_syncs: u64,
+    /// Size changes (`ftruncate`, hole punches) whose completion was replaced by an errno.
+    pub failed_size_changes: u64,
 }
 
 impl Injected {
     /// All faults applied, of every kind.
     pub fn total(&self) -> u64 {
-        self.short_writes + self.failed_writes + self.failed_syncs + self.cancelled_syncs
+        self.short_writes
+            + self.failed_writes
+            + self.failed_syncs
+            + self.cancelled_syncs
+            + self.failed_size_changes
     }
 }
 
@@ -60,6 +66,8 @@ impl Injected {
 struct Plan {
     writes_seen: u64,
     syncs_seen: u64,
+    sizes_seen: u64,
+    size_faults: BTreeMap<u64, i32>,
     write_faults: BTreeMap<u64, Fault>,
     sync_faults: BTreeMap<u64, i32>,
     fail_writes_from: Option<(u64, i32)>,
@@ -105,6 +113,19 @@ impl FaultInjector {
         plan.sync_faults.insert(at, errno);
     }
 
+    /// Makes the `n`-th size-change completion from now (`ftruncate` of `set_len`, hole
+    /// punch of `truncate_start`) report `-errno`.
+    pub fn inject_size_change(&self, n: u64, errno: i32) {
+        let mut plan = self.plan();
+        let at = plan.sizes_seen.saturating_add(n);
+        plan.size_faults.insert(at, errno);
+    }
+
+    /// Size-change completions seen so far.
+    pub fn size_changes_seen(&self) -> u64 {
+        self.plan().sizes_seen
+    }
+
     /// Makes every write completion from the `n`-th from now on report `-errno`
     /// (a failing device). Individual [`inject_write`](Self::inject_write) faults win.
     pub fn fail_all_writes_from(&self, n: u64, errno: i32) {
@@ -123,6 +144,7 @@ impl FaultInjector {
         let mut plan = self.plan();
         plan.write_faults.clear();
         plan.sync_faults.clear();
+        plan.size_faults.clear();
         plan.fail_writes_from = None;
         plan.fail_syncs_from = None;
     }
@@ -170,6 +192,7 @@ impl fmt::Debug for FaultInjector {
 enum Tracked {
     Write { len: u64, linked_sync: Option<u64> },
     Sync { cancel: bool },
+    Size,
 }
 
 /// An [`Engine`] that rewrites the completions of another by a [`FaultInjector`]'s plan.
@@ -234,6 +257,14 @@ impl FaultyEngine {
                     plan.injected.failed_syncs += 1;
                 }
             }
+            Some(Tracked::Size) => {
+                let index = plan.sizes_seen;
+                plan.sizes_seen += 1;
+                if let Some(errno) = plan.size_faults.remove(&index) {
+                    c.result = -errno;
+                    plan.injected.failed_size_changes += 1;
+                }
+            }
             // Not pushed through this wrapper: leave it alone.
             None => {}
         }
@@ -283,6 +314,12 @@ impl Engine for FaultyEngine {
         self.inner.push_sync(user_data)?;
         self.tracked
             .insert(user_data, Tracked::Sync { cancel: false });
+        Ok(())
+    }
+
+    fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()> {
+        self.inner.push_size(user_data, change)?;
+        self.tracked.insert(user_data, Tracked::Size);
         Ok(())
     }
 
@@ -353,6 +390,9 @@ mod tests {
                 result: 0,
             });
             Ok(())
+        }
+        fn push_size(&mut self, user_data: u64, _: SizeChange) -> io::Result<()> {
+            self.push_sync(user_data)
         }
         fn wait(&mut self, _: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
             out.extend(self.queued.drain(..));

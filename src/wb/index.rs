@@ -228,6 +228,20 @@ impl Index {
         self.prune();
     }
 
+    /// Drops every byte at or past `len` (a shrink): blocks past it go, a block across it
+    /// keeps its part below. Blocks being written stay marked so: their write completes
+    /// (or fails) as usual and finds only what is left.
+    pub(crate) fn drop_from(&mut self, len: u64) {
+        let gone: Vec<u64> = self.overlapping(len, u64::MAX).map(|(s, _)| s).collect();
+        for s in gone {
+            let b = self.take(s).expect("just listed");
+            if s < len {
+                self.put(s, b.piece(0, len - s));
+            }
+        }
+        self.prune();
+    }
+
     /// The smallest unwritten seq among dirty blocks overlapping `range` (all when `None`).
     pub(crate) fn min_dirty_seq(&self, range: Option<(u64, u64)>) -> Option<u64> {
         match range {
@@ -333,6 +347,7 @@ mod tests {
                     }
                 }
                 3 if x % 64 == 3 => index.drop_below(x % 100),
+                4 if x % 64 == 4 => index.drop_from(x % 300),
                 _ => {
                     let (off, len) = (x % 300, 1 + (x >> 20) % 40);
                     let (b, _) = pool.reserve(len as usize, || {}).unwrap();

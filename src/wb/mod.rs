@@ -6,6 +6,7 @@
 //! threads) as merged vectored writes, and serves `force` waiters with shared fsyncs.
 //! See docs/design.md for the whole picture.
 
+mod barrier;
 mod engine;
 mod engines;
 #[cfg(feature = "fault-injection")]
@@ -32,9 +33,10 @@ use crate::aligned::AlignedBuf;
 use crate::buffer::{Bytes, CommitSink, ReadBuffer, WriteBuffer};
 use crate::config::Config;
 use crate::error::{check_io_len, edom, os, os_msg, range_end};
-use crate::fileio::{self, OpenMode};
+use crate::fileio::{self, check_set_len, OpenMode};
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
+use barrier::Barriers;
 use engine::Waker;
 use pool::{BufRef, Pool};
 use state::{Limits, State};
@@ -226,11 +228,13 @@ impl Inner {
         let end = range_end(offset, buf.len())?;
         let mut pieces = Vec::new();
         let mut covered = 0;
+        let stale_from;
         {
             let st = self.lock();
             if offset < st.start || end > st.end {
                 return Err(edom());
             }
+            stale_from = st.barriers.stale_from();
             for (bs, b) in st.index.overlapping(offset, end) {
                 let from = bs.max(offset);
                 let to = (bs + b.len).min(end);
@@ -249,6 +253,15 @@ impl Inner {
                 fileio::pread_direct(&self.file, self.align, buf, offset)?;
             } else {
                 fileio::pread_zero_fill(&self.file, buf, offset)?;
+            }
+            // A `truncate_start` during the pread may have punched what it read: then
+            // the read counts as after it. (The punch is issued after the start moved.)
+            if self.start.load(Ordering::Acquire) > offset {
+                return Err(edom());
+            }
+            // A shrink not yet performed: the file may still hold older bytes there.
+            if stale_from < end {
+                buf[stale_from.saturating_sub(offset) as usize..].fill(0);
             }
         }
         for (from, src, at, len) in pieces {
@@ -329,6 +342,14 @@ impl WriteBehindFile {
             .unwrap_or_else(|| fileio::device_max_write(&file));
         let max_write = (max_write / align).max(1) * align;
         let len = fileio::file_len(&file)?;
+        let block = fileio::fs_block_size(&file)?;
+        let barriers = Barriers::new(
+            block,
+            cfg.punch_holes.then_some(block),
+            cfg.preallocate as u64,
+            len,
+        )
+        .direct(cfg.direct_io);
         let limits = Limits {
             queue_depth: cfg.queue_depth as usize,
             max_write_bytes: max_write as u64,
@@ -389,7 +410,7 @@ impl WriteBehindFile {
             }
         };
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(0, len, kind)),
+            state: Mutex::new(State::new(0, len, kind, barriers)),
             pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
             file,
             start: AtomicU64::new(0),
@@ -636,8 +657,25 @@ impl Handle for WriteBehindFile {
             return Err(edom());
         }
         if new_start > st.start {
-            st.truncate_start(new_start);
+            let wake = st.truncate_start(new_start);
             self.inner.start.store(new_start, Ordering::Release);
+            drop(st);
+            if wake {
+                self.inner.waker.wake();
+            }
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut st = self.inner.lock();
+        st.check_failed()?;
+        check_set_len(len, st.start, self.inner.align)?;
+        let wake = st.set_len(len);
+        self.inner.end.store(st.end, Ordering::Release);
+        drop(st);
+        if wake {
+            self.inner.waker.wake();
         }
         Ok(())
     }

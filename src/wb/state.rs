@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::barrier::{Barriers, SizeOp};
+use super::engine::SizeChange;
 use super::index::Index;
 use super::pool::BufRef;
 use crate::error::{duplicate, os};
@@ -46,6 +48,10 @@ pub(crate) enum Push {
         linked_sync: Option<usize>,
     },
     Sync {
+        op: usize,
+    },
+    /// A size change (see `barrier.rs`).
+    Size {
         op: usize,
     },
 }
@@ -109,6 +115,7 @@ pub(crate) struct SyncOp {
 pub(crate) enum Op {
     Write(WriteOp),
     Sync(SyncOp),
+    Size(SizeOp),
 }
 
 struct Waiter {
@@ -148,11 +155,13 @@ pub(crate) struct State {
     gather_until: Option<Instant>,
     pub start: u64,
     pub end: u64,
+    /// Size changes not yet completed (`set_len`, hole punches).
+    pub barriers: Barriers,
     pub stats: Stats,
 }
 
 impl State {
-    pub(crate) fn new(start: u64, end: u64, backend: BackendKind) -> Self {
+    pub(crate) fn new(start: u64, end: u64, backend: BackendKind, barriers: Barriers) -> Self {
         State {
             index: Index::default(),
             ops: Slab::new(),
@@ -173,6 +182,7 @@ impl State {
             gather_until: None,
             start,
             end,
+            barriers,
             stats: Stats::new(backend),
         }
     }
@@ -237,13 +247,38 @@ impl State {
         false
     }
 
-    /// Moves the start up, dropping blocks wholly below it unwritten.
-    pub(crate) fn truncate_start(&mut self, new_start: u64) {
+    /// Moves the start up, dropping blocks wholly below it unwritten, and queues a hole
+    /// punch of the whole file-system blocks below it. Returns whether to wake the
+    /// submitter.
+    pub(crate) fn truncate_start(&mut self, new_start: u64) -> bool {
         self.start = new_start;
         self.index.drop_below(new_start);
         if self.index.dirty_count() == 0 {
             self.dirty_since = None;
         }
+        let punch = self.barriers.punch_below(new_start);
+        self.wants_wake(punch)
+    }
+
+    /// Sets the length to `len` (`len >= start`, checked by the caller): a shrink drops
+    /// the buffered bytes past it; either way an `ftruncate` is queued behind the writes
+    /// it affects (see `barrier.rs`). It takes a write sequence number, so the next force
+    /// makes it durable. Returns whether to wake the submitter.
+    pub(crate) fn set_len(&mut self, len: u64) -> bool {
+        debug_assert!(len >= self.start);
+        if len == self.end {
+            return false;
+        }
+        if len < self.end {
+            self.index.drop_from(len);
+            if self.index.dirty_count() == 0 {
+                self.dirty_since = None;
+            }
+        }
+        self.last_seq += 1;
+        self.barriers.truncate(len, Some(self.last_seq));
+        self.end = len;
+        self.wants_wake(true)
     }
 
     pub(crate) fn op(&self, key: usize) -> &Op {
@@ -256,13 +291,18 @@ impl State {
             && self.writes_inflight == 0
             && self.sync_inflight.is_none()
             && self.resubmit.is_empty()
-            && (self.index.dirty_count() == 0 || self.failed.is_some())
+            && !self.barriers.in_flight()
+            && ((self.index.dirty_count() == 0 && self.barriers.is_empty())
+                || self.failed.is_some())
             && !self.waiters.iter().any(|(_, w)| w.result.is_none())
     }
 
     /// Nothing is in flight, so only a wake-up or the timer will rouse the submitter.
     pub(crate) fn idle(&self) -> bool {
-        self.writes_inflight == 0 && self.sync_inflight.is_none() && self.resubmit.is_empty()
+        self.writes_inflight == 0
+            && self.sync_inflight.is_none()
+            && self.resubmit.is_empty()
+            && !self.barriers.in_flight()
     }
 
     /// How long the submitter may wait: until dirty data becomes too old, or a sync
@@ -300,6 +340,7 @@ impl State {
             _ => None,
         });
         ops.chain(self.index.min_dirty_seq(range))
+            .chain(self.barriers.min_seq())
             .min()
             .unwrap_or(u64::MAX)
     }
@@ -373,6 +414,7 @@ impl State {
                 self.dirty_since = Some(now);
             }
         }
+        self.plan_size_change(out);
         if waiting && self.sync_inflight.is_none() {
             self.plan_sync(if new_ops == 1 { last_new } else { None }, now, out);
         }
@@ -384,8 +426,66 @@ impl State {
             .take_while(|&s| s < until)
             .find(|&s| {
                 let b = self.index.get(s).expect("dirty block");
-                !self.overlaps_inflight(s, s + b.len)
+                !self.overlaps_inflight(s, s + b.len) && !self.barriers.holds(s, s + b.len)
             })
+    }
+
+    /// Issues the oldest size change once no write in flight overlaps what it affects.
+    fn plan_size_change(&mut self, out: &mut Vec<Push>) {
+        if !self.closing {
+            self.barriers.top_up(self.end);
+        } else if self.index.dirty_count() == 0
+            && self.writes_inflight == 0
+            && self.resubmit.is_empty()
+            && self.barriers.is_empty()
+        {
+            self.barriers.trim(self.end);
+        }
+        let Some((change, (from, to))) = self.barriers.next() else {
+            return;
+        };
+        if self.overlaps_inflight(from, to) {
+            return;
+        }
+        self.barriers.issued();
+        let op = self.ops.insert(Op::Size(SizeOp { change }));
+        out.push(Push::Size { op });
+    }
+
+    fn complete_size(&mut self, key: usize, result: i32) {
+        let Op::Size(op) = self.ops.remove(key) else {
+            unreachable!()
+        };
+        let change = self.barriers.completed();
+        debug_assert_eq!(change, op.change);
+        match (change, -result) {
+            (SizeChange::Truncate(_), 0) => self.stats.size_changes += 1,
+            (SizeChange::Punch { len, .. }, 0) => self.stats.bytes_punched += len,
+            // Punching only frees space below the start: where the file system cannot,
+            // nothing is lost. EOPNOTSUPP will not change, so stop asking.
+            (SizeChange::Punch { .. }, libc::EOPNOTSUPP) => {
+                self.stats.punches_refused += 1;
+                self.barriers.stop_punching();
+            }
+            (SizeChange::Punch { .. }, libc::ENOSPC) => self.stats.punches_refused += 1,
+            (SizeChange::ZeroFill { offset, len }, n) if n <= 0 => {
+                // Bytes written; a short fill is completed by the next top-up, and one
+                // that wrote nothing ends preallocation.
+                let written = (-n) as u64;
+                self.stats.bytes_preallocated += written;
+                if written == 0 {
+                    self.barriers.stop_preallocating();
+                } else if written < len {
+                    self.barriers.filled_only_to(offset + written);
+                }
+            }
+            // Preallocation only saves metadata updates: without it nothing is lost.
+            (SizeChange::ZeroFill { .. }, libc::ENOSPC | libc::EOPNOTSUPP | libc::EDQUOT) => {
+                self.stats.prealloc_refused += 1;
+                self.barriers.stop_preallocating();
+            }
+            (_, code) => self.fail(if code > 0 { code } else { libc::EIO }),
+        }
     }
 
     /// Sends the dirty block at `start` and the adjacent dirty blocks after it as one
@@ -410,6 +510,7 @@ impl State {
             if end - start + next_len > lim.max_write_bytes
                 || segs.len() >= IOV_MAX
                 || self.overlaps_inflight(end, end + next_len)
+                || self.barriers.holds(end, end + next_len)
             {
                 break;
             }
@@ -499,6 +600,7 @@ impl State {
         match &self.ops[key] {
             Op::Write(_) => self.complete_write(key, result, lim, now),
             Op::Sync(_) => self.complete_sync(key, result, now),
+            Op::Size(_) => self.complete_size(key, result),
         }
     }
 
@@ -649,7 +751,12 @@ mod tests {
         fn new() -> Self {
             Fixture {
                 pool: Pool::new(1 << 24, 1 << 16, 1),
-                st: State::new(0, 0, BackendKind::Threads),
+                st: State::new(
+                    0,
+                    0,
+                    BackendKind::Threads,
+                    Barriers::new(1, Some(4096), 0, 0),
+                ),
                 now: Instant::now(),
             }
         }
@@ -971,6 +1078,147 @@ mod tests {
             w.offset, 10,
             "the block partly below the start is still written"
         );
+    }
+
+    fn size_ops(pushes: &[Push]) -> Vec<usize> {
+        pushes
+            .iter()
+            .filter_map(|p| match p {
+                Push::Size { op } => Some(*op),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shrink_waits_for_writes_in_flight_past_it_and_holds_later_ones() {
+        let mut f = Fixture::new();
+        f.write(0, 4096, 1);
+        f.write(8192, 4096, 2);
+        let old = write_ops(&f.plan_forced());
+        assert_eq!(old.len(), 2);
+        f.write(20000, 100, 3); // dirty past the new end: dropped unwritten
+        f.st.set_len(6000);
+        assert_eq!(
+            f.st.index.dirty_count(),
+            0,
+            "the dirty block past the end survived"
+        );
+        f.write(10000, 100, 4); // after the shrink, past it: must wait for the ftruncate
+        let pushes = f.plan_forced();
+        assert!(
+            pushes.is_empty(),
+            "ftruncate or a later write sent while a write past the end is in flight: {pushes:?}"
+        );
+        f.st.complete(old[0], 4096, &limits(), f.now);
+        assert!(
+            f.plan_forced().is_empty(),
+            "the write at 8192 is still in flight"
+        );
+        f.st.complete(old[1], 4096, &limits(), f.now);
+        let pushes = f.plan_forced();
+        assert_eq!(
+            (size_ops(&pushes).len(), write_ops(&pushes).len()),
+            (1, 0),
+            "{pushes:?}"
+        );
+        let Op::Size(op) = f.st.op(size_ops(&pushes)[0]) else {
+            panic!()
+        };
+        assert_eq!(op.change, SizeChange::Truncate(6000));
+        f.st.complete(size_ops(&pushes)[0], 0, &limits(), f.now);
+        let later = write_ops(&f.plan_forced());
+        assert_eq!(
+            later.len(),
+            1,
+            "the later write goes out after the ftruncate"
+        );
+        assert_eq!(f.st.stats.size_changes, 1);
+    }
+
+    #[test]
+    fn reads_see_zeros_past_a_pending_shrink() {
+        let mut f = Fixture::new();
+        f.write(0, 100, 1);
+        f.st.set_len(50);
+        assert_eq!(f.st.barriers.stale_from(), 50);
+        f.st.set_len(80);
+        assert_eq!(
+            f.st.barriers.stale_from(),
+            50,
+            "grown again, still not performed"
+        );
+        for op in size_ops(&f.plan_forced()) {
+            f.st.complete(op, 0, &limits(), f.now);
+        }
+        let op = size_ops(&f.plan_forced())[0];
+        f.st.complete(op, 0, &limits(), f.now);
+        assert_eq!(f.st.barriers.stale_from(), u64::MAX);
+    }
+
+    #[test]
+    fn force_after_a_lone_set_len_waits_for_it_and_a_later_sync() {
+        let mut f = Fixture::new();
+        f.write(0, 100, 1);
+        let w = f.force();
+        let (op, sync) = f.plan_one_linked_write();
+        f.st.complete(op, 100, &limits(), f.now);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        f.st.set_len(10);
+        let w = f.force();
+        let pushes = f.plan();
+        let [Push::Size { op }] = pushes[..] else {
+            panic!("expected the ftruncate alone first: {pushes:?}")
+        };
+        assert!(
+            f.plan().is_empty(),
+            "sync sent before the ftruncate completed"
+        );
+        f.st.complete(op, 0, &limits(), f.now);
+        let sync = f.plan_one_sync();
+        assert!(f.st.take_result(w).is_none());
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+    }
+
+    #[test]
+    fn punch_waits_for_writes_in_its_range_and_refusals_are_counted() {
+        let mut f = Fixture::new();
+        f.write(0, 8192, 1);
+        f.write(8192, 8192, 2);
+        let ops = write_ops(&f.plan_forced());
+        f.st.truncate_start(9000);
+        assert!(
+            size_ops(&f.plan_forced()).is_empty(),
+            "punch raced a write in flight"
+        );
+        for op in ops {
+            f.st.complete(op, 16384, &limits(), f.now);
+        }
+        let punch = size_ops(&f.plan_forced());
+        let Op::Size(op) = f.st.op(punch[0]) else {
+            panic!()
+        };
+        assert_eq!(
+            op.change,
+            SizeChange::Punch {
+                offset: 0,
+                len: 8192
+            }
+        );
+        f.st.complete(punch[0], -libc::EOPNOTSUPP, &limits(), f.now);
+        assert_eq!((f.st.stats.punches_refused, f.st.failed), (1, None));
+        f.st.truncate_start(20000.min(f.st.end));
+        assert!(
+            f.plan_forced().is_empty(),
+            "punching goes on after EOPNOTSUPP"
+        );
+        // A failed ftruncate latches like any I/O error.
+        f.st.set_len(20000);
+        let t = size_ops(&f.plan_forced());
+        f.st.complete(t[0], -libc::EIO, &limits(), f.now);
+        assert_eq!(f.st.failed, Some(libc::EIO));
     }
 
     impl Fixture {

@@ -86,6 +86,14 @@ fn push(engine: &mut dyn Engine, st: &mut State, p: Push, inner: &Inner, now: In
             .map_err(|e| (op, linked_sync, e))
         }
         Push::Sync { op } => engine.push_sync(op as u64).map_err(|e| (op, None, e)),
+        Push::Size { op } => {
+            let Op::Size(s) = st.op(op) else {
+                unreachable!("size push names a size op")
+            };
+            engine
+                .push_size(op as u64, s.change)
+                .map_err(|e| (op, None, e))
+        }
     };
     if let Err((op, linked, e)) = result {
         let code = -e.raw_os_error().unwrap_or(libc::EIO);

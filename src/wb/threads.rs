@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::engine::{Completion, Engine, Waker, RESERVED_USER_DATA};
+use super::engine::{Completion, Engine, SizeChange, Waker, RESERVED_USER_DATA};
 use crate::config::SyncMode;
 use crate::error::os_msg;
 use crate::stats::BackendKind;
@@ -35,6 +35,7 @@ enum Op {
         linked_sync: Option<u64>,
     },
     Sync,
+    Size(SizeChange),
 }
 
 struct Request {
@@ -79,6 +80,10 @@ impl Shared {
     fn execute(&self, req: Request) {
         match req.op {
             Op::Sync => self.complete(req.user_data, self.sync_now()),
+            Op::Size(change) => {
+                let res = change.run_blocking(self.file.as_raw_fd());
+                self.complete(req.user_data, res);
+            }
             Op::Write {
                 offset,
                 iov,
@@ -269,6 +274,10 @@ impl Engine for ThreadsEngine {
         self.stage(user_data, Op::Sync)
     }
 
+    fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()> {
+        self.stage(user_data, Op::Size(change))
+    }
+
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut state = self.shared.lock();
@@ -345,6 +354,11 @@ mod tests {
     fn writes_and_syncs_land() {
         check::writes_and_syncs_land(&make(1));
         check::writes_and_syncs_land(&make(4));
+    }
+
+    #[test]
+    fn size_changes_land() {
+        check::size_changes_land(&make(2));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use io_uring::squeue::Flags;
 use io_uring::types::{FsyncFlags, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
-use super::engine::{Completion, Engine, Waker, RESERVED_USER_DATA};
+use super::engine::{Completion, Engine, SizeChange, Waker, RESERVED_USER_DATA, ZEROS, ZEROS_LEN};
 use crate::config::SyncMode;
 use crate::error::{os, os_msg};
 use crate::stats::BackendKind;
@@ -108,6 +108,10 @@ pub(crate) struct UringEngine {
     pending: Vec<Completion>,
     /// Times the kernel flagged a CQ overflow (completions kept by NODROP, then flushed).
     cq_overflows: u64,
+    /// The kernel has `IORING_OP_FTRUNCATE` (6.9) / `IORING_OP_FALLOCATE` (5.6); without
+    /// them a size change runs as a blocking syscall on the submission thread.
+    has_ftruncate: bool,
+    has_fallocate: bool,
 }
 
 impl UringEngine {
@@ -147,7 +151,14 @@ impl UringEngine {
             in_flight: 0,
             pending: Vec::new(),
             cq_overflows: 0,
+            has_ftruncate: false,
+            has_fallocate: false,
         };
+        let mut probe = Probe::new();
+        if engine.ring.submitter().register_probe(&mut probe).is_ok() {
+            engine.has_ftruncate = probe.is_supported(opcode::Ftruncate::CODE);
+            engine.has_fallocate = probe.is_supported(opcode::Fallocate::CODE);
+        }
         engine.arm_wake()?;
         Ok(engine)
     }
@@ -452,6 +463,42 @@ impl Engine for UringEngine {
         Ok(())
     }
 
+    fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()> {
+        if user_data == RESERVED_USER_DATA {
+            return Err(os_msg(libc::EINVAL, "user_data u64::MAX is reserved"));
+        }
+        let entry = match change {
+            SizeChange::Truncate(len) if self.has_ftruncate => {
+                opcode::Ftruncate::new(self.fd(), len).build()
+            }
+            SizeChange::ZeroFill { offset, len } => {
+                let len = (len as usize).min(ZEROS_LEN) as u32;
+                opcode::Write::new(self.fd(), ZEROS.0.as_ptr(), len)
+                    .offset(offset)
+                    .build()
+            }
+            SizeChange::Punch { offset, len } if self.has_fallocate => {
+                opcode::Fallocate::new(self.fd(), len)
+                    .offset(offset)
+                    .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+                    .build()
+            }
+            _ => {
+                // An older kernel: run it here; `wait` returns the completion.
+                let result = change.run_blocking(self.file.as_raw_fd());
+                self.pending.push(Completion { user_data, result });
+                return Ok(());
+            }
+        };
+        self.make_room(1)?;
+        // SAFETY: ftruncate and fallocate reference no memory, a zero fill only the static
+        // (never written) ZEROS; the fd stays open (self.file).
+        unsafe { self.ring.submission().push(&entry.user_data(user_data)) }
+            .map_err(|_| os(libc::EBUSY))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
         if let Some(errno) = self.wake_error.take() {
             return Err(os_msg(
@@ -618,6 +665,25 @@ mod tests {
             return;
         }
         check::writes_and_syncs_land(&make(8));
+    }
+
+    #[test]
+    fn size_changes_land() {
+        check::size_changes_land(&make(8));
+    }
+
+    #[test]
+    fn size_changes_without_the_opcodes_run_as_syscalls() {
+        check::size_changes_land(&|file| {
+            let mut e = UringEngine::new(file, SyncMode::Data, 8).unwrap();
+            assert!(
+                e.has_ftruncate && e.has_fallocate,
+                "this kernel (6.9+) has both"
+            );
+            e.has_ftruncate = false;
+            e.has_fallocate = false;
+            Box::new(e)
+        });
     }
 
     #[test]

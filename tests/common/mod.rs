@@ -7,6 +7,7 @@
 //! (4-byte blocks become `align`-byte blocks), while reads stay arbitrary.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod loopfs;
 pub mod model;
 pub mod rng;
 
@@ -84,6 +85,12 @@ macro_rules! conformance {
             fn zero_length_calls() {
                 let (_d, h) = fresh();
                 common::zero_length(&h, align());
+            }
+
+            #[test]
+            fn set_len_shrinks_and_grows_like_a_file() {
+                let (_d, h) = fresh();
+                common::set_len_cases(&h, align());
             }
 
             #[test]
@@ -596,7 +603,8 @@ fn pick_read(rng: &mut Rng, m: &Model, big: usize) -> (u64, usize) {
 }
 
 /// Case 3: a seeded random single-thread load of small and 4 KiB blocks (writes,
-/// write_buffer, appends, append_buffer, reads, read_buffer, force 1%, truncate 1%);
+/// write_buffer, appends, append_buffer, reads, read_buffer, force 1%, truncate 1%,
+/// set_len 2%);
 /// every outcome (bytes or errno) and the positions after every call match the model.
 pub fn random_load(h: &impl Handle, align: usize, seed: u64) {
     let ops = sizes().0;
@@ -611,8 +619,19 @@ pub fn random_ops(h: &impl Handle, align: usize, seed: u64, ops: usize) {
     for i in 0..ops {
         let what = |op: &str| format!("op {i} ({op}), seed {seed}");
         let len = if rng.chance(50) { small } else { big };
-        match rng.below(1000) {
+        match rng.below(1020) {
             0..5 => h.force().unwrap(),
+            // set_len: mostly inside [start, end + big), sometimes below the start (EDOM).
+            1000..1020 => {
+                let (start, end) = (m.start(), m.end());
+                let len = if start >= small as u64 && rng.chance(10) {
+                    round_down(rng.below(start), small)
+                } else {
+                    round_down(rng.range(start, end + big as u64 + 1), small)
+                        .max(round_up(start, small))
+                };
+                assert_same(&what("set_len"), h.set_len(len), m.set_len(len));
+            }
             5..10 => {
                 let (a, b) = (rng.below(m.end() + 1), rng.below(m.end() + 1));
                 h.force_range(a.min(b), a.max(b)).unwrap();
@@ -924,6 +943,87 @@ pub fn overlapping(h: &impl Handle, align: usize, seed: u64) {
     assert_eq!(snapshot(h), m.snapshot(), "whole contents, seed {seed}");
 }
 
+// ---------------------------------------------------------------- set_len
+
+/// `set_len` as `std::fs::File::set_len`: bytes past a shrink never come back (not after
+/// a force, not when the file grows again, not from a write in flight), growth reads as
+/// zeros, a length below the start is `EDOM`, and writes after a shrink land.
+pub fn set_len_cases(h: &impl Handle, align: usize) {
+    let mut m = Model::new();
+    let big = big_block(align);
+    let unit = small_block(align) as u64;
+    let mut rng = Rng::new(7);
+    for i in 0..8u64 {
+        let data = rng.bytes(big);
+        assert_same(
+            "write",
+            h.write(i * big as u64, &data),
+            m.write(i * big as u64, &data),
+        );
+    }
+    h.force().unwrap(); // the bytes are in the file: a shrink must hide them there too
+    let third = round_down(3 * big as u64 + 3 * unit, unit as usize);
+    for (what, len) in [
+        ("shrink", third),
+        ("grow past the old bytes", 8 * big as u64),
+        ("shrink to 0", 0),
+        ("grow from 0", 2 * big as u64 + unit),
+    ] {
+        assert_same(what, h.set_len(len), m.set_len(len));
+        assert_eq!(h.end_position(), len, "{what}: end_position");
+        assert_eq!(snapshot(h), m.snapshot(), "{what}: contents");
+        let data = rng.bytes(big);
+        let at = round_down(len / 2, unit as usize);
+        assert_same(
+            "write after set_len",
+            h.write(at, &data),
+            m.write(at, &data),
+        );
+        assert_eq!(snapshot(h), m.snapshot(), "{what}: contents after a write");
+        if len % 2 == 0 {
+            h.force().unwrap();
+        }
+    }
+    // Buffered, unforced bytes past a shrink are dropped too.
+    let data = rng.bytes(big);
+    let end = m.end();
+    assert_same("append", h.append(&data), m.append(&data));
+    assert_same("shrink over an append", h.set_len(end), m.set_len(end));
+    assert_same(
+        "grow",
+        h.set_len(end + big as u64),
+        m.set_len(end + big as u64),
+    );
+    assert_eq!(
+        snapshot(h),
+        m.snapshot(),
+        "after dropping a buffered append"
+    );
+    h.force().unwrap();
+    assert_eq!(snapshot(h), m.snapshot(), "after the force");
+    // Below the start: EDOM, nothing changes.
+    let start = round_down(m.end() / 2, unit as usize);
+    assert_same(
+        "truncate_start",
+        h.truncate_start(start),
+        m.truncate_start(start),
+    );
+    if start >= unit {
+        assert_errno(
+            "set_len below the start",
+            h.set_len(start - unit),
+            libc::EDOM,
+        );
+    }
+    assert_eq!(h.end_position(), m.end(), "EDOM changed the end");
+    assert_same("set_len to the start", h.set_len(start), m.set_len(start));
+    assert_eq!(snapshot(h), m.snapshot(), "set_len to the start");
+    if align > 1 {
+        assert_errno("unaligned set_len", h.set_len(start + 1), libc::EINVAL);
+    }
+    h.force().unwrap();
+}
+
 // ---------------------------------------------------------------- case 6: reopen
 
 /// Case 6: data written (holes, overwrites, appends), forced and closed is read back by a
@@ -944,7 +1044,10 @@ pub fn reopen<H: Handle, T>(
     for _ in 0..100 {
         let len = if rng.chance(50) { small } else { big };
         let data = rng.bytes(len);
-        if rng.chance(60) {
+        if rng.chance(10) {
+            let len = round_down(rng.below(m.end() + 2 * big as u64), small);
+            assert_same("set_len", h.set_len(len), m.set_len(len));
+        } else if rng.chance(60) {
             let off = round_down(rng.below(m.end() + 4 * big as u64), small);
             assert_same("write", h.write(off, &data), m.write(off, &data));
         } else {
@@ -953,13 +1056,22 @@ pub fn reopen<H: Handle, T>(
     }
     h.force().unwrap();
     close(h).expect("close");
-    let check = |h: &H, m: &Model, when: &str| {
+    // The file's length is the end after a close; while open a write-behind handle may
+    // keep zero-filled space past it (preallocation).
+    let closed_length = |m: &Model, when: &str| {
         let len = std::fs::metadata(path).unwrap().len();
-        assert_eq!(len, m.end(), "{when}: file length, seed {seed}");
-        assert_eq!(h.end_position(), len, "{when}: end_position == file length");
+        assert_eq!(len, m.end(), "{when}: file length after close, seed {seed}");
+    };
+    closed_length(&m, "first close");
+    let check = |h: &H, m: &Model, when: &str| {
+        assert_eq!(
+            h.end_position(),
+            m.end(),
+            "{when}: end_position == file length"
+        );
         assert_eq!(h.start_position(), 0, "{when}: start after open");
         assert_eq!(snapshot(h), m.snapshot(), "{when}: contents, seed {seed}");
-        let all = h.read_buffer(0, len as usize).unwrap().to_vec();
+        let all = h.read_buffer(0, m.end() as usize).unwrap().to_vec();
         assert_eq!(all, m.snapshot().bytes, "{when}: read_buffer of everything");
     };
 
@@ -979,9 +1091,11 @@ pub fn reopen<H: Handle, T>(
     );
     h.force().unwrap();
     close(h).expect("second close");
+    closed_length(&m, "second close");
     let h = open(path).expect("second reopen");
     check(&h, &m, "second reopen");
     close(h).expect("third close");
+    closed_length(&m, "third close");
 }
 
 // ---------------------------------------------------------------- FileExt

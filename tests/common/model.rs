@@ -50,6 +50,15 @@ impl Shadow {
             .collect())
     }
 
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        if len < self.start {
+            return Err(err(libc::EDOM));
+        }
+        self.bytes.truncate(len as usize);
+        self.end = len;
+        Ok(())
+    }
+
     fn truncate_start(&mut self, new_start: u64) -> io::Result<()> {
         if new_start > self.end {
             return Err(err(libc::EDOM));
@@ -148,6 +157,10 @@ impl Model {
             self.mem.truncate_start(new_start),
             self.shadow.truncate_start(new_start),
         )
+    }
+
+    pub fn set_len(&mut self, len: u64) -> io::Result<()> {
+        Model::agree("set_len", self.mem.set_len(len), self.shadow.set_len(len))
     }
 
     pub fn snapshot(&self) -> Snapshot {
