@@ -28,12 +28,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -218,51 +216,22 @@ fn run_named_child(
     seed: u64,
     delay: Duration,
 ) -> Vec<String> {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("WB_CRASH_PATH", path)
-        .envs(env.iter().copied())
-        .envs(throttle.map(|t| ("WB_CRASH_CGROUP", &t.0)))
-        .env("WB_CRASH_SEED", seed.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find(TAG) {
-                let msg = line[at + TAG.len()..].to_string();
-                if msg.starts_with('S') {
-                    let _ = tx.send(());
-                }
-                lines.push(msg);
-            }
-        }
-        lines
-    });
-    let stderr = child.stderr.take().unwrap();
-    let errors = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let ready = rx.recv_timeout(Duration::from_secs(20));
-    if ready.is_ok() {
+    let mut env: Vec<(&str, String)> = env.iter().map(|&(k, v)| (k, v.to_string())).collect();
+    env.push(("WB_CRASH_PATH", path.display().to_string()));
+    env.push(("WB_CRASH_SEED", seed.to_string()));
+    if let Some(t) = throttle {
+        env.push(("WB_CRASH_CGROUP", t.0.display().to_string()));
+    }
+    let mut child = common::child::spawn(name, &env, TAG);
+    let ready = child.wait_ready(Duration::from_secs(20));
+    if ready {
         thread::sleep(delay);
     }
-    let _ = child.kill(); // SIGKILL
-    let status = child.wait().unwrap();
-    let lines = reader.join().unwrap();
-    let errors = errors.join().unwrap();
+    child.kill(); // SIGKILL
+    let ended = child.wait();
+    let (status, errors) = (ended.status, ended.stderr);
     assert!(
-        ready.is_ok(),
+        ready,
         "the child never became ready ({status}); stderr:\n{errors}"
     );
     assert_eq!(
@@ -270,7 +239,7 @@ fn run_named_child(
         Some(libc::SIGKILL),
         "the child ended by itself ({status}) instead of being killed; stderr:\n{errors}"
     );
-    lines
+    ended.lines
 }
 
 /// Checks the file against the acknowledged model and the announced writes; returns the

@@ -149,6 +149,10 @@ pub(crate) struct State {
     pub start: u64,
     pub end: u64,
     pub stats: Stats,
+    /// `Mutation::SyncSubmitted` (a deliberate bug for tests): writes in flight count as
+    /// written when planning a sync.
+    #[cfg(feature = "fault-injection")]
+    pub sync_submitted: bool,
 }
 
 impl State {
@@ -174,6 +178,8 @@ impl State {
             start,
             end,
             stats: Stats::new(backend),
+            #[cfg(feature = "fault-injection")]
+            sync_submitted: false,
         }
     }
 
@@ -292,6 +298,10 @@ impl State {
     /// The oldest write seq not yet in the file, among blocks and write ops overlapping
     /// `range` (everything for `None`), ignoring op `exclude`; `u64::MAX` when none.
     fn min_pending(&self, range: Option<(u64, u64)>, exclude: Option<usize>) -> u64 {
+        #[cfg(feature = "fault-injection")]
+        if self.sync_submitted {
+            return self.index.min_dirty_seq(range).unwrap_or(u64::MAX);
+        }
         let ops = self.ops.iter().filter_map(|(k, op)| match op {
             Op::Write(w) if Some(k) != exclude => {
                 let hit = range.is_none_or(|(s, e)| w.offset < e && s < w.offset + w.len);

@@ -1,0 +1,91 @@
+//! Child processes for the crash and power-loss tests: the test binary re-executes one of
+//! its own `#[ignore]`d tests, which writes through a handle and announces what it does
+//! on its stdout (a pipe), one line per event, each line starting with a tag.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// A running child test.
+pub struct Child {
+    process: std::process::Child,
+    ready: mpsc::Receiver<()>,
+    lines: JoinHandle<Vec<String>>,
+    errors: JoinHandle<String>,
+}
+
+/// How a child ended.
+pub struct Ended {
+    pub status: ExitStatus,
+    /// Its protocol lines: what followed `tag` on each stdout line that had it.
+    pub lines: Vec<String>,
+    pub stderr: String,
+}
+
+/// Starts the ignored test `name` of this binary with `env` added. Its stdout lines that
+/// contain `tag` are collected (the text after the tag); the first one that starts with
+/// `S` marks it ready.
+pub fn spawn(name: &str, env: &[(&str, String)], tag: &'static str) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut process = Command::new(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the child");
+    let (tx, ready) = mpsc::channel();
+    let stdout = process.stdout.take().unwrap();
+    let lines = thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find(tag) {
+                let msg = line[at + tag.len()..].to_string();
+                if msg.starts_with('S') {
+                    let _ = tx.send(());
+                }
+                lines.push(msg);
+            }
+        }
+        lines
+    });
+    let stderr = process.stderr.take().unwrap();
+    let errors = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    Child {
+        process,
+        ready,
+        lines,
+        errors,
+    }
+}
+
+impl Child {
+    /// Waits up to `timeout` for the ready line; false if it did not come.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        self.ready.recv_timeout(timeout).is_ok()
+    }
+
+    /// Kills it with `SIGKILL` (if still running).
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+    }
+
+    /// Waits for it to end and collects what it said.
+    pub fn wait(mut self) -> Ended {
+        let status = self.process.wait().unwrap();
+        Ended {
+            status,
+            lines: self.lines.join().unwrap(),
+            stderr: self.errors.join().unwrap(),
+        }
+    }
+}
