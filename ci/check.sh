@@ -9,15 +9,15 @@ step() { printf '\n== %s\n' "$*"; }
 step "cargo fmt --all --check"
 cargo fmt --all --check
 
-step "cargo clippy --all-targets --all-features -- -D warnings"
-cargo clippy --all-targets --all-features -- -D warnings
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "cargo doc --no-deps (warnings are errors)"
-RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps
+step "cargo doc --workspace --no-deps (warnings are errors)"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
 
-step "cargo test --all-features"
+step "cargo test --workspace --all-features"
 start=$SECONDS
-cargo test --all-features
+cargo test --workspace --all-features
 echo "tests took $((SECONDS - start)) s"
 
 step "all checks passed"

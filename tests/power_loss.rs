@@ -347,6 +347,8 @@ struct Outcome {
     /// Bytes an acknowledged force covered that hold neither their forced value nor a
     /// later write's, plus bytes holding a value never written there.
     bytes_lost: u64,
+    /// Cuts that found lost bytes.
+    cuts_with_loss: usize,
     /// The first loss, explained.
     first_loss: Option<String>,
 }
@@ -361,7 +363,7 @@ const NORMAL_DELAYS: Delays = Delays {
 /// Slow writes, instant syncs: a sync sent while writes are in flight completes before
 /// them, so a sync that covers writes not yet completed loses them.
 const SLOW_WRITES: Delays = Delays {
-    write: Some((Duration::from_millis(1), Duration::from_millis(3))),
+    write: Some((Duration::from_millis(2), Duration::from_millis(8))),
     sync: None,
 };
 
@@ -415,6 +417,7 @@ fn cut_loop(
         let got = disk.read_back();
         let (lost, first) = check(&disk, &got, &pending);
         out.bytes_lost += lost;
+        out.cuts_with_loss += usize::from(lost > 0);
         if let (None, Some(first)) = (&out.first_loss, first) {
             out.first_loss = Some(format!("{what}: {first}"));
         }
@@ -593,6 +596,12 @@ fn power_loss_file_handle() {
     power_loss(FILE_HANDLE);
 }
 
+/// Most cuts a mutation test makes; it stops at the first loss. Measured (40 cuts each,
+/// without stopping): with `SLOW_WRITES`, `SyncSubmitted` lost bytes in 37 of 40 cuts on
+/// io_uring and 14 of 40 on threads; `SkipSyncs` is caught by the first cut, which keeps
+/// nothing unsynced.
+const MUTATION_CUTS: usize = 40;
+
 /// Cuts with `mutation` switched on until bytes are lost; asserts that they are.
 fn assert_caught(kind: Kind, mutation: Mutation, delays: Delays, max_cuts: usize) {
     let started = Instant::now();
@@ -600,8 +609,9 @@ fn assert_caught(kind: Kind, mutation: Mutation, delays: Delays, max_cuts: usize
         return;
     };
     eprintln!(
-        "power_loss {} with {mutation:?}: caught after {} cuts ({} bytes lost), {:.1?}: {}",
+        "power_loss {} with {mutation:?}: {} of {} cuts lost bytes ({} in all), {:.1?}: {}",
         kind.name,
+        out.cuts_with_loss,
         out.cuts,
         out.bytes_lost,
         started.elapsed(),
@@ -617,20 +627,20 @@ fn assert_caught(kind: Kind, mutation: Mutation, delays: Delays, max_cuts: usize
 
 #[test]
 fn skipped_syncs_fail_the_test_io_uring() {
-    assert_caught(URING, Mutation::SkipSyncs, NORMAL_DELAYS, 3);
+    assert_caught(URING, Mutation::SkipSyncs, NORMAL_DELAYS, MUTATION_CUTS);
 }
 
 #[test]
 fn skipped_syncs_fail_the_test_threads() {
-    assert_caught(THREADS, Mutation::SkipSyncs, NORMAL_DELAYS, 3);
+    assert_caught(THREADS, Mutation::SkipSyncs, NORMAL_DELAYS, MUTATION_CUTS);
 }
 
 #[test]
 fn syncs_covering_submitted_writes_fail_the_test_io_uring() {
-    assert_caught(URING, Mutation::SyncSubmitted, SLOW_WRITES, 6);
+    assert_caught(URING, Mutation::SyncSubmitted, SLOW_WRITES, MUTATION_CUTS);
 }
 
 #[test]
 fn syncs_covering_submitted_writes_fail_the_test_threads() {
-    assert_caught(THREADS, Mutation::SyncSubmitted, SLOW_WRITES, 6);
+    assert_caught(THREADS, Mutation::SyncSubmitted, SLOW_WRITES, MUTATION_CUTS);
 }

@@ -149,7 +149,7 @@ impl Inner {
             return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
         }
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        Ok(self.add(name, file)?)
+        self.add(name, file)
     }
 
     fn add(&mut self, name: &OsStr, file: File) -> io::Result<u64> {

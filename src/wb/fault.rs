@@ -391,6 +391,8 @@ mod tests {
     #[derive(Default)]
     struct FakeEngine {
         queued: VecDeque<Completion>,
+        /// Syncs pushed to this engine, linked or not (shared with the test).
+        syncs: Arc<std::sync::atomic::AtomicU64>,
     }
 
     struct NoWake;
@@ -421,6 +423,8 @@ mod tests {
                 result: len as i32,
             });
             if let Some(ud) = linked_sync {
+                self.syncs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.queued.push_back(Completion {
                     user_data: ud,
                     result: 0,
@@ -429,6 +433,8 @@ mod tests {
             Ok(())
         }
         fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.queued.push_back(Completion {
                 user_data,
                 result: 0,
@@ -443,14 +449,19 @@ mod tests {
 
     struct Rig {
         engine: FaultyEngine,
+        /// Syncs that reached the fake engine.
+        syncs: Arc<std::sync::atomic::AtomicU64>,
         data: Vec<u8>,
         iov: [libc::iovec; 2],
     }
 
     impl Rig {
         fn new(faults: &FaultInjector) -> Self {
+            let fake = FakeEngine::default();
+            let syncs = fake.syncs.clone();
             let mut rig = Rig {
-                engine: FaultyEngine::new(Box::<FakeEngine>::default(), faults.clone()),
+                engine: FaultyEngine::new(Box::new(fake), faults.clone()),
+                syncs,
                 data: vec![0u8; 8192],
                 iov: [libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -566,6 +577,30 @@ mod tests {
             (1, 4, 1)
         );
         assert_eq!(faults.syncs_seen(), 5);
+    }
+
+    #[test]
+    fn skipped_syncs_complete_without_reaching_the_engine() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        assert_eq!(rig.sync(1), [c(1, 0)]);
+        assert_eq!(rig.syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+        faults.mutate(Mutation::SkipSyncs);
+        assert!(faults.mutated(Mutation::SkipSyncs));
+        assert!(!faults.mutated(Mutation::SyncSubmitted));
+        assert_eq!(rig.sync(2), [c(2, 0)]);
+        // A linked sync completes after its write, or is cancelled if the write fails.
+        assert_eq!(rig.write(3, Some(4)), [c(3, 8192), c(4, 0)]);
+        faults.inject_write(0, Fault::Errno(libc::EIO));
+        assert_eq!(
+            rig.write(5, Some(6)),
+            [c(5, -libc::EIO), c(6, -libc::ECANCELED)]
+        );
+        assert_eq!(
+            rig.syncs.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "no sync reached the engine after the mutation"
+        );
     }
 
     #[test]

@@ -723,6 +723,25 @@ mod tests {
             .collect()
     }
 
+    /// `Mutation::SyncSubmitted`, the deliberate bug tests/power_loss.rs must catch: a
+    /// force is served by a sync pushed while its writes are still in flight.
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn sync_submitted_mutation_serves_a_force_before_its_writes_complete() {
+        let mut f = Fixture::new();
+        f.st.sync_submitted = true;
+        f.write(0, 4096, 1);
+        f.write(100_000, 4096, 2);
+        let w = f.force();
+        let pushes = f.plan();
+        assert_eq!(write_ops(&pushes).len(), 2, "{pushes:?}");
+        let Some(&Push::Sync { op }) = pushes.last() else {
+            panic!("no sync pushed with the writes: {pushes:?}")
+        };
+        f.st.complete(op, 0, &limits(), f.now);
+        assert!(matches!(f.st.take_result(w), Some(Ok(()))));
+    }
+
     #[test]
     fn adjacent_dirty_blocks_merge_into_one_vectored_write() {
         let mut f = Fixture::new();
