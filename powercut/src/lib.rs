@@ -34,9 +34,10 @@ mod rng;
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use cache::PAGE;
 
@@ -107,7 +108,12 @@ pub struct PowerCut {
     shared: Arc<fs::Shared>,
     mountpoint: PathBuf,
     session: Option<fuser::BackgroundSession>,
+    /// The FUSE connection's number (the mount's minor device number), for aborting it.
+    connection: u32,
 }
+
+/// How long an unmount waits for the FUSE threads before it aborts the connection.
+const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl PowerCut {
     /// Mounts a power-cut view of `backing` (a directory of regular files) at
@@ -128,10 +134,12 @@ impl PowerCut {
         config.n_threads = Some(4);
         let session =
             fuser::Session::new(fs::PowerCutFs(shared.clone()), mountpoint, &config)?.spawn()?;
+        let dev = std::fs::metadata(mountpoint)?.dev();
         Ok(PowerCut {
             shared,
             mountpoint: mountpoint.to_path_buf(),
             session: Some(session),
+            connection: libc::minor(dev),
         })
     }
 
@@ -156,24 +164,68 @@ impl PowerCut {
         self.shared.file_syncs(name.as_ref())
     }
 
-    /// Unmounts and waits for the FUSE threads to end.
-    pub fn unmount(mut self) -> io::Result<()> {
-        self.stop()
+    /// Unmounts and waits for the FUSE threads to end. If they have not ended after 10 s
+    /// (a process still holds a file open), aborts the connection and fails with
+    /// `TimedOut`, rather than hang (mounting the fusectl file system at
+    /// /sys/fs/fuse/connections if it is not mounted yet).
+    pub fn unmount(self) -> io::Result<()> {
+        self.unmount_within(UNMOUNT_TIMEOUT)
     }
 
-    fn stop(&mut self) -> io::Result<()> {
+    /// [`unmount`](Self::unmount), waiting at most `timeout` before the abort.
+    pub fn unmount_within(mut self, timeout: Duration) -> io::Result<()> {
+        self.stop(timeout)
+    }
+
+    fn stop(&mut self, timeout: Duration) -> io::Result<()> {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
         // Lazy: a process killed a moment ago may not have closed its files yet. The
         // connection ends (and the FUSE threads with it) once the last file is closed.
         nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH)?;
-        session.join()
+        let deadline = Instant::now() + timeout;
+        while !session.guard.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let timed_out = !session.guard.is_finished();
+        if timed_out {
+            // If even that fails, the threads are left behind (not joined) rather than hang.
+            abort_connection(self.connection)?;
+        }
+        session.join()?;
+        if timed_out {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "powercut: {} still in use {timeout:?} after unmounting; aborted",
+                    self.mountpoint.display()
+                ),
+            ));
+        }
+        Ok(())
     }
+}
+
+/// Aborts FUSE connection `n` through the fusectl file system, mounting it if needed.
+fn abort_connection(n: u32) -> io::Result<()> {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    let abort = dir.join(n.to_string()).join("abort");
+    if !abort.exists() {
+        let none: Option<&str> = None;
+        nix::mount::mount(
+            Some("fusectl"),
+            dir,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            none,
+        )?;
+    }
+    std::fs::write(&abort, b"1")
 }
 
 impl Drop for PowerCut {
     fn drop(&mut self) {
-        let _ = self.stop();
+        let _ = self.stop(UNMOUNT_TIMEOUT);
     }
 }

@@ -125,3 +125,18 @@ fn fallocate_and_punch_are_volatile() {
     drop(f);
     assert_eq!(std::fs::read(r.backing.join("f")).unwrap(), vec![9u8; 8192]);
 }
+
+#[test]
+fn unmount_aborts_a_connection_still_in_use_instead_of_hanging() {
+    let Some(r) = rig() else { return };
+    let f = open(&r.fs.mountpoint().join("held"), false).unwrap();
+    let e =
+        r.fs.unmount_within(std::time::Duration::from_millis(200))
+            .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    let e = f.write_all_at(b"x", 0).unwrap_err();
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::ENOTCONN)),
+        "{e}"
+    );
+}
