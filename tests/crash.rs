@@ -35,6 +35,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::child::Intent;
 use common::{big_block, pattern, small_block, Rng};
 use writebehind::{Backend, Config, Handle, WriteBehindFile};
 
@@ -154,14 +155,6 @@ fn crash_child() {
 
 // ------------------------------------------------------------------ the parent
 
-/// A write the child announced.
-#[derive(Clone)]
-struct Intent {
-    off: u64,
-    len: usize,
-    seed: u64,
-}
-
 /// Every write of every round, for explaining a wrong byte: (round, write, acknowledged).
 type History = Vec<(usize, Intent, bool)>;
 
@@ -271,17 +264,10 @@ fn verify(
         .map(|(i, &b)| b == model.get(i).copied().unwrap_or(0))
         .collect();
     for w in pending {
-        let data = pattern(w.seed, w.len);
-        let from = (w.off as usize).min(got.len());
-        let to = (w.off as usize + w.len).min(got.len());
-        for i in from..to {
-            ok[i] |= got[i] == data[i - w.off as usize];
-        }
+        w.allow(&got, &mut ok);
     }
     if let Some(bad) = ok.iter().position(|&o| !o) {
-        let covered = pending
-            .iter()
-            .any(|w| (w.off..w.off + w.len as u64).contains(&(bad as u64)));
+        let covered = pending.iter().any(|w| w.covers(bad as u64));
         panic!(
             "{what}: byte {bad} is {} but the last acknowledged value is {} \
              (covered by an unacknowledged write: {covered}; {} bytes wrong in all, \
@@ -334,9 +320,7 @@ fn crash_loop(backend: &str, direct: bool, throttle_bps: Option<u64>) {
             let mut f = line.split(' ');
             match f.next() {
                 Some("W") => {
-                    let mut num = || f.next().unwrap().parse::<u64>().unwrap();
-                    let (off, len, seed) = (num(), num() as usize, num());
-                    pending.push(Intent { off, len, seed });
+                    pending.push(Intent::parse(f));
                     history.push((kill, pending[pending.len() - 1].clone(), false));
                 }
                 Some("F") => {

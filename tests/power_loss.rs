@@ -45,6 +45,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::child::Intent;
 use common::{big_block, pattern, small_block, Rng};
 use powercut::{Delays, Model, PowerCut};
 use writebehind::fault::{FaultInjector, Mutation};
@@ -262,13 +263,6 @@ fn write_loop<H: Handle>(h: &H, align: usize, start: u64, seed: u64, rounds: Opt
 
 // ------------------------------------------------------------------ the parent
 
-/// A write the child announced.
-struct Intent {
-    off: u64,
-    len: usize,
-    seed: u64,
-}
-
 /// A fresh backing directory and mount point, and what the last cut left in the file.
 struct Disk {
     _dir: tempfile::TempDir,
@@ -446,11 +440,7 @@ fn replay(disk: &mut Disk, lines: &[String], what: &str) -> (u64, Vec<Intent>) {
                     "{what}: the child found the file at another size than the cut left"
                 );
             }
-            Some("W") => {
-                let mut num = || f.next().unwrap().parse::<u64>().unwrap();
-                let (off, len, seed) = (num(), num() as usize, num());
-                pending.push(Intent { off, len, seed });
-            }
+            Some("W") => pending.push(Intent::parse(f)),
             Some("T") => {
                 let at: u64 = f.next().unwrap().parse().unwrap();
                 disk.skip = disk.skip.max(at);
@@ -484,18 +474,11 @@ fn check(disk: &Disk, got: &[u8], pending: &[Intent]) -> (u64, Option<String>) {
         .map(|i| i < skip || (i < got.len() && got[i] == want.get(i).copied().unwrap_or(0)))
         .collect();
     for w in pending {
-        let data = pattern(w.seed, w.len);
-        let from = (w.off as usize).min(got.len());
-        let to = (w.off as usize + w.len).min(got.len());
-        for i in from..to {
-            ok[i] |= got[i] == data[i - w.off as usize];
-        }
+        w.allow(got, &mut ok);
     }
     let lost = ok.iter().filter(|&&o| !o).count() as u64;
     let first = ok.iter().position(|&o| !o).map(|bad| {
-        let covered = pending
-            .iter()
-            .any(|w| (w.off..w.off + w.len as u64).contains(&(bad as u64)));
+        let covered = pending.iter().any(|w| w.covers(bad as u64));
         format!(
             "byte {bad} is {} but the acknowledged value is {} (file {} bytes, \
              acknowledged end {}, covered by a write announced after the last force: \

@@ -89,3 +89,36 @@ impl Child {
         }
     }
 }
+
+/// A write a child announced (`W offset length seed`): `pattern(seed, length)` at
+/// `offset`.
+#[derive(Clone, Debug)]
+pub struct Intent {
+    pub off: u64,
+    pub len: usize,
+    pub seed: u64,
+}
+
+impl Intent {
+    /// Parses the fields after the `W`.
+    pub fn parse<'a>(mut fields: impl Iterator<Item = &'a str>) -> Intent {
+        let mut num = || fields.next().unwrap().parse::<u64>().unwrap();
+        let (off, len, seed) = (num(), num() as usize, num());
+        Intent { off, len, seed }
+    }
+
+    /// Whether the write covers byte `at`.
+    pub fn covers(&self, at: u64) -> bool {
+        (self.off..self.off + self.len as u64).contains(&at)
+    }
+
+    /// Sets `ok[i]` for every byte `got[i]` that holds this write's value.
+    pub fn allow(&self, got: &[u8], ok: &mut [bool]) {
+        let data = super::pattern(self.seed, self.len);
+        let from = (self.off as usize).min(got.len());
+        let to = (self.off as usize + self.len).min(got.len());
+        for i in from..to {
+            ok[i] |= got[i] == data[i - self.off as usize];
+        }
+    }
+}
