@@ -24,19 +24,24 @@ pub struct Ended {
     pub stderr: String,
 }
 
+/// A command that runs only the ignored test `name` of this test binary.
+pub fn command(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary's path"));
+    cmd.args([
+        "--ignored",
+        "--exact",
+        name,
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd
+}
+
 /// Starts the ignored test `name` of this binary with `env` added. Its stdout lines that
 /// contain `tag` are collected (the text after the tag); the first one that starts with
 /// `S` marks it ready.
 pub fn spawn(name: &str, env: &[(&str, String)], tag: &'static str) -> Child {
-    let exe = std::env::current_exe().unwrap();
-    let mut process = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut process = command(name)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
