@@ -138,6 +138,7 @@ impl FaultInjector {
 
     /// Switches `mutation` on (for handles opened from now on, for
     /// [`Mutation::SyncSubmitted`]). There is no way back: use a fresh injector.
+    /// Skipped syncs do not count in [`syncs_seen`](Self::syncs_seen).
     pub fn mutate(&self, mutation: Mutation) {
         let mut plan = self.plan();
         match mutation {
