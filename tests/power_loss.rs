@@ -37,6 +37,9 @@
 //! The test can fail: `skipped_syncs_*` and `syncs_covering_submitted_writes_*` switch
 //! on a deliberate bug (`fault::Mutation`) and assert that the same loop finds lost bytes.
 //!
+//! Time: a child writes for 30–150 ms before its cut; one that is not ready within 20 s,
+//! or a mount still busy 10 s after the cut, fails the test rather than hang it.
+//!
 //! Needs root (or fusermount3) and /dev/fuse; fails under `CI=true` without them.
 
 mod common;
