@@ -16,7 +16,7 @@ step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
 
 # The README's test command: at the root it covers the workspace's default-members, which
-# Cargo.toml keeps equal to every member (the library and cli/).
+# Cargo.toml keeps equal to every member (the library, cli/ and powercut/).
 step "cargo test --all-features"
 start=$SECONDS
 cargo test --all-features

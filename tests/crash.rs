@@ -37,15 +37,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::child::Intent;
 use common::{big_block, pattern, small_block, Rng};
 use writebehind::{Backend, Config, Handle, WriteBehindFile};
 
@@ -189,38 +188,6 @@ fn align_up(v: u64, a: u64) -> u64 {
     v.div_ceil(a) * a
 }
 
-/// A write the child announced; `seed == None`: a `set_len(off)` (`len` 0).
-#[derive(Clone)]
-struct Intent {
-    off: u64,
-    len: usize,
-    seed: Option<u64>,
-}
-
-impl Intent {
-    /// The file lengths this step may leave, given the lengths `[lo, hi]` before it: a
-    /// write may have landed only in part (write-back splits and merges writes).
-    fn lengths_after(&self, (lo, hi): (u64, u64)) -> (u64, u64) {
-        match self.seed {
-            None => (self.off, self.off),
-            Some(_) => (lo.max(self.off), hi.max(self.off + self.len as u64)),
-        }
-    }
-
-    /// Applies the step to `model`.
-    fn apply(&self, model: &mut Vec<u8>) {
-        let Some(seed) = self.seed else {
-            model.resize(self.off as usize, 0);
-            return;
-        };
-        let end = self.off as usize + self.len;
-        if model.len() < end {
-            model.resize(end, 0);
-        }
-        model[self.off as usize..end].copy_from_slice(&pattern(seed, self.len));
-    }
-}
-
 /// Every write of every round, for explaining a wrong byte: (round, write, acknowledged).
 type History = Vec<(usize, Intent, bool)>;
 
@@ -275,51 +242,22 @@ fn run_named_child(
     seed: u64,
     delay: Duration,
 ) -> Vec<String> {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("WB_CRASH_PATH", path)
-        .envs(env.iter().copied())
-        .envs(throttle.map(|t| ("WB_CRASH_CGROUP", &t.0)))
-        .env("WB_CRASH_SEED", seed.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find(TAG) {
-                let msg = line[at + TAG.len()..].to_string();
-                if msg.starts_with('S') {
-                    let _ = tx.send(());
-                }
-                lines.push(msg);
-            }
-        }
-        lines
-    });
-    let stderr = child.stderr.take().unwrap();
-    let errors = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let ready = rx.recv_timeout(Duration::from_secs(20));
-    if ready.is_ok() {
+    let mut env: Vec<(&str, String)> = env.iter().map(|&(k, v)| (k, v.to_string())).collect();
+    env.push(("WB_CRASH_PATH", path.display().to_string()));
+    env.push(("WB_CRASH_SEED", seed.to_string()));
+    if let Some(t) = throttle {
+        env.push(("WB_CRASH_CGROUP", t.0.display().to_string()));
+    }
+    let mut child = common::child::spawn(name, &env, TAG);
+    let ready = child.wait_ready(Duration::from_secs(20));
+    if ready {
         thread::sleep(delay);
     }
-    let _ = child.kill(); // SIGKILL
-    let status = child.wait().unwrap();
-    let lines = reader.join().unwrap();
-    let errors = errors.join().unwrap();
+    child.kill(); // SIGKILL
+    let ended = child.wait();
+    let (status, errors) = (ended.status, ended.stderr);
     assert!(
-        ready.is_ok(),
+        ready,
         "the child never became ready ({status}); stderr:\n{errors}"
     );
     assert_eq!(
@@ -327,7 +265,7 @@ fn run_named_child(
         Some(libc::SIGKILL),
         "the child ended by itself ({status}) instead of being killed; stderr:\n{errors}"
     );
-    lines
+    ended.lines
 }
 
 /// Checks the file against the acknowledged model and the announced writes; returns the
@@ -384,18 +322,10 @@ fn verify(
         })
         .collect();
     for w in pending {
-        let Some(seed) = w.seed else { continue };
-        let data = pattern(seed, w.len);
-        let from = (w.off as usize).min(got.len());
-        let to = (w.off as usize + w.len).min(got.len());
-        for i in from..to {
-            ok[i] |= got[i] == data[i - w.off as usize];
-        }
+        w.allow(&got, &mut ok);
     }
     if let Some(bad) = ok.iter().position(|&o| !o) {
-        let covered = pending
-            .iter()
-            .any(|w| (w.off..w.off + w.len as u64).contains(&(bad as u64)));
+        let covered = pending.iter().any(|w| w.covers(bad as u64));
         panic!(
             "{what}: byte {bad} is {} but the last acknowledged value is {} \
              (covered by an unacknowledged write: {covered}; {} bytes wrong in all, \
@@ -481,9 +411,7 @@ fn crash_loop_in(
             let mut f = line.split(' ');
             match f.next() {
                 Some("W") => {
-                    let mut num = || f.next().unwrap().parse::<u64>().unwrap();
-                    let (off, len, seed) = (num(), num() as usize, Some(num()));
-                    pending.push(Intent { off, len, seed });
+                    pending.push(Intent::parse(f));
                     history.push((kill, pending[pending.len() - 1].clone(), false));
                 }
                 Some("P") => {
@@ -492,11 +420,7 @@ fn crash_loop_in(
                 }
                 Some("T") => {
                     let off = f.next().unwrap().parse::<u64>().unwrap();
-                    let t = Intent {
-                        off,
-                        len: 0,
-                        seed: None,
-                    };
+                    let t = Intent::set_len(off);
                     pending.push(t.clone());
                     history.push((kill, t, false));
                 }

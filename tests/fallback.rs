@@ -12,7 +12,7 @@ mod common;
 
 use std::io;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use writebehind::{errno, Backend, BackendKind, Config, Handle, WriteBehindFile};
 
@@ -22,15 +22,7 @@ const FALLBACK_TAIL: &str = "); using the threads backend";
 
 /// Runs the child test `name` in a fresh process with its scratch dir; returns its output.
 fn run_child(name: &str, dir: &Path) -> Output {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = common::child::command(name)
         .env(CHILD_ENV, dir)
         .output()
         .expect("spawn the child");

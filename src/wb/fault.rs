@@ -13,6 +13,10 @@
 //! Typical use: `let faults = FaultInjector::new();` put in the handle's `Config`, then
 //! `faults.inject_write(0, Fault::Short { bytes: 512 })` (the next write reports 512 bytes),
 //! `faults.inject_sync(0, libc::EIO)`, and check `faults.injected()` afterwards.
+//!
+//! [`Mutation`]s are deliberate bugs, not faults: a test switches one on to show that
+//! it catches the bug (tests/power_loss.rs must fail with each). They are the exception
+//! to "the real I/O always happens": [`Mutation::SkipSyncs`] performs no sync at all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -34,6 +38,18 @@ pub enum Fault {
     /// Report `-errno` (a positive errno such as `libc::EIO`, `libc::ENOSPC`,
     /// `libc::EAGAIN`).
     Errno(i32),
+}
+
+/// A deliberate bug in the write-back engine, for proving that a test catches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// Every sync, linked behind a write or on its own, reports success at once without
+    /// being performed (on either engine).
+    SkipSyncs,
+    /// A sync covers the writes *submitted* before it instead of those *completed*
+    /// before it: the planner counts writes in flight as written, so a force waiter is
+    /// served by a sync sent while its writes may still be on their way.
+    SyncSubmitted,
 }
 
 /// How many faults were applied so far, by kind.
@@ -73,6 +89,8 @@ struct Plan {
     fail_writes_from: Option<(u64, i32)>,
     fail_syncs_from: Option<(u64, i32)>,
     injected: Injected,
+    skip_syncs: bool,
+    sync_submitted: bool,
 }
 
 /// A test-controlled plan of faults for one or more handles, shared by clones.
@@ -139,6 +157,26 @@ impl FaultInjector {
         plan.fail_syncs_from = Some((plan.syncs_seen.saturating_add(n), errno));
     }
 
+    /// Switches `mutation` on (for handles opened from now on, for
+    /// [`Mutation::SyncSubmitted`]). There is no way back: use a fresh injector.
+    /// Skipped syncs do not count in [`syncs_seen`](Self::syncs_seen).
+    pub fn mutate(&self, mutation: Mutation) {
+        let mut plan = self.plan();
+        match mutation {
+            Mutation::SkipSyncs => plan.skip_syncs = true,
+            Mutation::SyncSubmitted => plan.sync_submitted = true,
+        }
+    }
+
+    /// Whether `mutation` is switched on.
+    pub fn mutated(&self, mutation: Mutation) -> bool {
+        let plan = self.plan();
+        match mutation {
+            Mutation::SkipSyncs => plan.skip_syncs,
+            Mutation::SyncSubmitted => plan.sync_submitted,
+        }
+    }
+
     /// Drops every fault not applied yet; counters are kept.
     pub fn clear(&self) {
         let mut plan = self.plan();
@@ -190,8 +228,16 @@ impl fmt::Debug for FaultInjector {
 
 /// What the wrapper remembers about a request until its completion.
 enum Tracked {
-    Write { len: u64, linked_sync: Option<u64> },
-    Sync { cancel: bool },
+    /// `fake_sync`: the linked sync was not passed on ([`Mutation::SkipSyncs`]); the
+    /// wrapper completes it after the write.
+    Write {
+        len: u64,
+        linked_sync: Option<u64>,
+        fake_sync: bool,
+    },
+    Sync {
+        cancel: bool,
+    },
     Size,
 }
 
@@ -200,6 +246,8 @@ pub(crate) struct FaultyEngine {
     inner: Box<dyn Engine>,
     injector: FaultInjector,
     tracked: HashMap<u64, Tracked>,
+    /// Completions of syncs never performed ([`Mutation::SkipSyncs`]), for the next wait.
+    fake: Vec<Completion>,
 }
 
 impl FaultyEngine {
@@ -208,12 +256,17 @@ impl FaultyEngine {
             inner,
             injector,
             tracked: HashMap::new(),
+            fake: Vec::new(),
         }
     }
 
     fn rewrite(&mut self, plan: &mut Plan, c: &mut Completion) {
         match self.tracked.remove(&c.user_data) {
-            Some(Tracked::Write { len, linked_sync }) => {
+            Some(Tracked::Write {
+                len,
+                linked_sync,
+                fake_sync,
+            }) => {
                 let index = plan.writes_seen;
                 plan.writes_seen += 1;
                 let fault = plan.write_faults.remove(&index).or_else(|| {
@@ -235,7 +288,13 @@ impl FaultyEngine {
                     }
                 }
                 let complete = c.result >= 0 && c.result as u64 == len;
-                if let (false, Some(sync_ud)) = (complete, linked_sync) {
+                if let (true, Some(sync_ud)) = (fake_sync, linked_sync) {
+                    let result = if complete { 0 } else { -libc::ECANCELED };
+                    self.fake.push(Completion {
+                        user_data: sync_ud,
+                        result,
+                    });
+                } else if let (false, Some(sync_ud)) = (complete, linked_sync) {
                     if let Some(Tracked::Sync { cancel }) = self.tracked.get_mut(&sync_ud) {
                         *cancel = true;
                     }
@@ -296,14 +355,22 @@ impl Engine for FaultyEngine {
             let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
             iovs.iter().map(|v| v.iov_len as u64).sum()
         };
-        // SAFETY: forwarded unchanged under the same contract.
+        let fake_sync = linked_sync.is_some() && self.injector.plan().skip_syncs;
+        let pass_on = if fake_sync { None } else { linked_sync };
+        // SAFETY: forwarded unchanged (but for a skipped sync) under the same contract.
         unsafe {
             self.inner
-                .push_write(user_data, offset, iov, iovcnt, linked_sync)?
+                .push_write(user_data, offset, iov, iovcnt, pass_on)?
         };
-        self.tracked
-            .insert(user_data, Tracked::Write { len, linked_sync });
-        if let Some(sync_ud) = linked_sync {
+        self.tracked.insert(
+            user_data,
+            Tracked::Write {
+                len,
+                linked_sync,
+                fake_sync,
+            },
+        );
+        if let (false, Some(sync_ud)) = (fake_sync, linked_sync) {
             self.tracked
                 .insert(sync_ud, Tracked::Sync { cancel: false });
         }
@@ -311,6 +378,13 @@ impl Engine for FaultyEngine {
     }
 
     fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+        if self.injector.plan().skip_syncs {
+            self.fake.push(Completion {
+                user_data,
+                result: 0,
+            });
+            return Ok(());
+        }
         self.inner.push_sync(user_data)?;
         self.tracked
             .insert(user_data, Tracked::Sync { cancel: false });
@@ -325,6 +399,12 @@ impl Engine for FaultyEngine {
 
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
         let start = out.len();
+        // Completions of skipped syncs are ready now: do not block for real ones.
+        let timeout = if self.fake.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
         self.inner.wait(timeout, out)?;
         if out.len() > start {
             let injector = self.injector.clone();
@@ -333,6 +413,8 @@ impl Engine for FaultyEngine {
                 self.rewrite(&mut plan, c);
             }
         }
+        // After the writes completed in this batch, as a linked sync would be.
+        out.append(&mut self.fake);
         Ok(())
     }
 }
@@ -347,6 +429,8 @@ mod tests {
     #[derive(Default)]
     struct FakeEngine {
         queued: VecDeque<Completion>,
+        /// Syncs pushed to this engine, linked or not (shared with the test).
+        syncs: Arc<std::sync::atomic::AtomicU64>,
     }
 
     struct NoWake;
@@ -377,6 +461,8 @@ mod tests {
                 result: len as i32,
             });
             if let Some(ud) = linked_sync {
+                self.syncs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.queued.push_back(Completion {
                     user_data: ud,
                     result: 0,
@@ -385,6 +471,8 @@ mod tests {
             Ok(())
         }
         fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.queued.push_back(Completion {
                 user_data,
                 result: 0,
@@ -402,14 +490,19 @@ mod tests {
 
     struct Rig {
         engine: FaultyEngine,
+        /// Syncs that reached the fake engine.
+        syncs: Arc<std::sync::atomic::AtomicU64>,
         data: Vec<u8>,
         iov: [libc::iovec; 2],
     }
 
     impl Rig {
         fn new(faults: &FaultInjector) -> Self {
+            let fake = FakeEngine::default();
+            let syncs = fake.syncs.clone();
             let mut rig = Rig {
-                engine: FaultyEngine::new(Box::<FakeEngine>::default(), faults.clone()),
+                engine: FaultyEngine::new(Box::new(fake), faults.clone()),
+                syncs,
                 data: vec![0u8; 8192],
                 iov: [libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -525,6 +618,30 @@ mod tests {
             (1, 4, 1)
         );
         assert_eq!(faults.syncs_seen(), 5);
+    }
+
+    #[test]
+    fn skipped_syncs_complete_without_reaching_the_engine() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        assert_eq!(rig.sync(1), [c(1, 0)]);
+        assert_eq!(rig.syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+        faults.mutate(Mutation::SkipSyncs);
+        assert!(faults.mutated(Mutation::SkipSyncs));
+        assert!(!faults.mutated(Mutation::SyncSubmitted));
+        assert_eq!(rig.sync(2), [c(2, 0)]);
+        // A linked sync completes after its write, or is cancelled if the write fails.
+        assert_eq!(rig.write(3, Some(4)), [c(3, 8192), c(4, 0)]);
+        faults.inject_write(0, Fault::Errno(libc::EIO));
+        assert_eq!(
+            rig.write(5, Some(6)),
+            [c(5, -libc::EIO), c(6, -libc::ECANCELED)]
+        );
+        assert_eq!(
+            rig.syncs.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "no sync reached the engine after the mutation"
+        );
     }
 
     #[test]

@@ -409,8 +409,14 @@ impl WriteBehindFile {
                 ));
             }
         };
+        #[allow(unused_mut)] // mutable only with fault injection
+        let mut state = State::new(0, len, kind, barriers);
+        #[cfg(feature = "fault-injection")]
+        if let Some(f) = &cfg.fault_injector {
+            state.sync_submitted = f.mutated(fault::Mutation::SyncSubmitted);
+        }
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(0, len, kind, barriers)),
+            state: Mutex::new(state),
             pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
             file,
             start: AtomicU64::new(0),

@@ -158,6 +158,10 @@ pub(crate) struct State {
     /// Size changes not yet completed (`set_len`, hole punches).
     pub barriers: Barriers,
     pub stats: Stats,
+    /// `Mutation::SyncSubmitted` (a deliberate bug for tests): writes in flight count as
+    /// written when planning a sync.
+    #[cfg(feature = "fault-injection")]
+    pub sync_submitted: bool,
 }
 
 impl State {
@@ -184,6 +188,8 @@ impl State {
             end,
             barriers,
             stats: Stats::new(backend),
+            #[cfg(feature = "fault-injection")]
+            sync_submitted: false,
         }
     }
 
@@ -332,6 +338,10 @@ impl State {
     /// The oldest write seq not yet in the file, among blocks and write ops overlapping
     /// `range` (everything for `None`), ignoring op `exclude`; `u64::MAX` when none.
     fn min_pending(&self, range: Option<(u64, u64)>, exclude: Option<usize>) -> u64 {
+        #[cfg(feature = "fault-injection")]
+        if self.sync_submitted {
+            return self.index.min_dirty_seq(range).unwrap_or(u64::MAX);
+        }
         let ops = self.ops.iter().filter_map(|(k, op)| match op {
             Op::Write(w) if Some(k) != exclude => {
                 let hit = range.is_none_or(|(s, e)| w.offset < e && s < w.offset + w.len);
@@ -818,6 +828,25 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// `Mutation::SyncSubmitted`, the deliberate bug tests/power_loss.rs must catch: a
+    /// force is served by a sync pushed while its writes are still in flight.
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn sync_submitted_mutation_serves_a_force_before_its_writes_complete() {
+        let mut f = Fixture::new();
+        f.st.sync_submitted = true;
+        f.write(0, 4096, 1);
+        f.write(100_000, 4096, 2);
+        let w = f.force();
+        let pushes = f.plan();
+        assert_eq!(write_ops(&pushes).len(), 2, "{pushes:?}");
+        let Some(&Push::Sync { op }) = pushes.last() else {
+            panic!("no sync pushed with the writes: {pushes:?}")
+        };
+        f.st.complete(op, 0, &limits(), f.now);
+        assert!(matches!(f.st.take_result(w), Some(Ok(()))));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! (4-byte blocks become `align`-byte blocks), while reads stay arbitrary.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod child;
 pub mod loopfs;
 pub mod model;
 pub mod rng;
