@@ -31,6 +31,12 @@ impl Block {
         &self.buf.as_slice()[self.buf_off..self.buf_off + self.len as usize]
     }
 
+    /// Dirty and ending where its buffer's filled bytes end: appending to the buffer
+    /// grows this block and touches no byte anything else references.
+    fn extendable(&self) -> bool {
+        self.flushing.is_none() && self.buf_off + self.len as usize == self.buf.filled()
+    }
+
     fn piece(&self, skip: u64, len: u64) -> Block {
         Block {
             len,
@@ -132,6 +138,39 @@ impl Index {
             },
         );
         self.prune();
+    }
+
+    /// Continues the dirty extent that ends at `off` with `data`, in place: copied into
+    /// the extent's buffer, which must have room, past the bytes anyone references. No
+    /// new block, heap entry or buffer reference; the extent keeps its oldest unwritten
+    /// seq (the new write's is newer). Returns false (changing nothing) when no dirty
+    /// extent ends at `off` with room, or when a block lies in `[off, off + len)`.
+    pub(crate) fn try_extend(&mut self, off: u64, data: &[u8]) -> bool {
+        let len = data.len() as u64;
+        if self.map.range(off..off + len).next().is_some() {
+            return false;
+        }
+        let Some((&bs, b)) = self.map.range_mut(..off).next_back() else {
+            return false;
+        };
+        if bs + b.len != off || !b.extendable() || b.buf.room() < data.len() {
+            return false;
+        }
+        // SAFETY: `&mut self` is the state lock, which serializes every append. The
+        // block is dirty (no write op references it) and ends at its buffer's filled
+        // length, so the appended bytes extend exactly this block.
+        unsafe { b.buf.append(data) };
+        b.len += len;
+        debug_assert_eq!(b.buf_off + b.len as usize, b.buf.filled());
+        self.dirty_bytes += len;
+        true
+    }
+
+    /// Whether the dirty extent at `start` can still grow in place (see `try_extend`).
+    pub(crate) fn open_extent(&self, start: u64) -> bool {
+        self.map
+            .get(&start)
+            .is_some_and(|b| b.extendable() && b.buf.room() > 0)
     }
 
     /// Blocks overlapping `[off, end)`, in offset order, as (start, block).

@@ -203,16 +203,53 @@ impl State {
 
     /// Stores a write (already copied into `buf`) and says whether the submitter must be
     /// woken: when dirty data appears while it sleeps (to start its age timer) or when
-    /// dirty bytes cross the watermark.
-    pub(crate) fn install(&mut self, off: u64, buf: BufRef, watermark: u64, now: Instant) -> bool {
+    /// dirty bytes cross the watermark. `now` is called only when the age timer starts.
+    pub(crate) fn install(
+        &mut self,
+        off: u64,
+        buf: BufRef,
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> bool {
         let len = buf.as_slice().len() as u64;
         self.last_seq += 1;
         self.index.insert(off, len, buf, self.last_seq);
-        self.end = self.end.max(off + len);
+        self.installed(off + len, len, watermark, now)
+    }
+
+    /// Stores a write that continues the dirty extent ending at `off` by copying it into
+    /// that extent's buffer (`Index::try_extend`). `None` (nothing changed) when no such
+    /// extent has room; otherwise whether to wake the submitter, as for `install`.
+    pub(crate) fn extend(
+        &mut self,
+        off: u64,
+        data: &[u8],
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<bool> {
+        if !self.index.try_extend(off, data) {
+            return None;
+        }
+        // The extent keeps its older unwritten seq; this write still gets its own, so
+        // a force registered after it targets it.
+        self.last_seq += 1;
+        self.stats.extended_writes += 1;
+        let len = data.len() as u64;
+        Some(self.installed(off + len, len, watermark, now))
+    }
+
+    fn installed(
+        &mut self,
+        end: u64,
+        len: u64,
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> bool {
+        self.end = self.end.max(end);
         self.stats.bytes_requested += len;
         let first_dirty = self.dirty_since.is_none();
         if first_dirty {
-            self.dirty_since = Some(now);
+            self.dirty_since = Some(now());
         }
         self.wants_wake(first_dirty || self.index.dirty_bytes() >= watermark)
     }
@@ -394,27 +431,19 @@ impl State {
         let mut new_ops = 0;
         let mut last_new = None;
         if flush {
-            // C-SCAN from the cursor, wrapping once, so no offset range starves.
-            let cursor = self.cursor;
-            for (from, until) in [(cursor, u64::MAX), (0, cursor)] {
-                let mut pos = from;
-                while self.writes_inflight < lim.queue_depth {
-                    let Some(start) = self.next_unblocked_dirty(pos, until) else {
-                        break;
-                    };
-                    let op = self.start_run(start, lim, now);
-                    let Op::Write(w) = &self.ops[op] else {
-                        unreachable!()
-                    };
-                    pos = w.offset + w.len;
-                    self.cursor = pos;
-                    new_ops += 1;
-                    last_new = Some(op);
-                    out.push(Push::Write {
-                        op,
-                        linked_sync: None,
-                    });
-                }
+            // An extent that can still grow waits while writes stream (their completions
+            // bring the submitter back), unless something needs it now: sent half
+            // filled, it could not grow, and the next write would start a new buffer.
+            let urgent = self.closing || waiting || space_waiters || old;
+            new_ops = self.send_runs(lim, now, !urgent, &mut last_new, out);
+            if new_ops == 0
+                && !urgent
+                && self.writes_inflight == 0
+                && self.index.dirty_bytes() >= lim.watermark
+            {
+                // Only growing extents are left, and nothing in flight will bring the
+                // submitter back: send them rather than be woken for nothing.
+                new_ops = self.send_runs(lim, now, false, &mut last_new, out);
             }
             if self.index.dirty_count() == 0 {
                 self.dirty_since = None;
@@ -430,13 +459,56 @@ impl State {
         }
     }
 
-    fn next_unblocked_dirty(&self, from: u64, until: u64) -> Option<u64> {
+    /// Sends runs of dirty blocks C-SCAN from the cursor, wrapping once (so no offset
+    /// range starves), up to the queue depth; `hold_open` skips extents that can still
+    /// grow. Returns how many writes it pushed (the last in `last_new`).
+    fn send_runs(
+        &mut self,
+        lim: &Limits,
+        now: Instant,
+        hold_open: bool,
+        last_new: &mut Option<usize>,
+        out: &mut Vec<Push>,
+    ) -> usize {
+        let mut sent = 0;
+        let cursor = self.cursor;
+        for (from, until) in [(cursor, u64::MAX), (0, cursor)] {
+            let mut pos = from;
+            while self.writes_inflight < lim.queue_depth {
+                let Some(start) = self.next_unblocked_dirty(pos, until, hold_open) else {
+                    break;
+                };
+                let op = self.start_run(start, lim, now, hold_open);
+                let Op::Write(w) = &self.ops[op] else {
+                    unreachable!()
+                };
+                pos = w.offset + w.len;
+                self.cursor = pos;
+                sent += 1;
+                *last_new = Some(op);
+                out.push(Push::Write {
+                    op,
+                    linked_sync: None,
+                });
+            }
+        }
+        sent
+    }
+
+    /// Whether the dirty block at `start` may be sent now.
+    fn sendable(&self, start: u64, len: u64, hold_open: bool) -> bool {
+        !self.overlaps_inflight(start, start + len)
+            && !self.barriers.holds(start, start + len)
+            && !(hold_open && self.index.open_extent(start))
+    }
+
+    fn next_unblocked_dirty(&self, from: u64, until: u64, hold_open: bool) -> Option<u64> {
         self.index
             .dirty_from(from)
             .take_while(|&s| s < until)
             .find(|&s| {
                 let b = self.index.get(s).expect("dirty block");
-                !self.overlaps_inflight(s, s + b.len) && !self.barriers.holds(s, s + b.len)
+                self.sendable(s, b.len, hold_open)
             })
     }
 
@@ -500,7 +572,7 @@ impl State {
 
     /// Sends the dirty block at `start` and the adjacent dirty blocks after it as one
     /// vectored write, up to the size and iovec limits.
-    fn start_run(&mut self, start: u64, lim: &Limits, now: Instant) -> usize {
+    fn start_run(&mut self, start: u64, lim: &Limits, now: Instant, hold_open: bool) -> usize {
         let key = self.ops.vacant_key();
         let mut segs = Vec::new();
         let mut seq = u64::MAX;
@@ -519,8 +591,7 @@ impl State {
             };
             if end - start + next_len > lim.max_write_bytes
                 || segs.len() >= IOV_MAX
-                || self.overlaps_inflight(end, end + next_len)
-                || self.barriers.holds(end, end + next_len)
+                || !self.sendable(end, next_len, hold_open)
             {
                 break;
             }
@@ -773,7 +844,8 @@ mod tests {
         fn write(&mut self, off: u64, len: usize, byte: u8) {
             let (mut b, _) = self.pool.reserve(len, || {}).unwrap();
             b.as_mut_slice().fill(byte);
-            self.st.install(off, b, u64::MAX, self.now);
+            let now = self.now;
+            self.st.install(off, b, u64::MAX, || now);
         }
         /// Plans and expects exactly one plain sync (and nothing else); returns its op.
         fn plan_one_sync(&mut self) -> usize {
