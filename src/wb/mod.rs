@@ -270,7 +270,10 @@ impl Inner {
         self.end.store(st.end, Ordering::Release);
         self.last_end.store(end, Ordering::Relaxed);
         if let Some(began) = began {
-            record(&mut st.stats.write_ack_ns, began.elapsed().as_nanos() as u64);
+            record(
+                &mut st.stats.write_ack_ns,
+                began.elapsed().as_nanos() as u64,
+            );
         }
         drop(st);
         if wake {

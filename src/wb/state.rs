@@ -245,6 +245,7 @@ impl State {
         watermark: u64,
         now: impl FnOnce() -> Instant,
     ) -> bool {
+        self.debug_check();
         self.end = self.end.max(end);
         self.stats.bytes_requested += len;
         let first_dirty = self.dirty_since.is_none();
@@ -252,6 +253,26 @@ impl State {
             self.dirty_since = Some(now());
         }
         self.wants_wake(first_dirty || self.index.dirty_bytes() >= watermark)
+    }
+
+    /// Checks the block model's invariants after a transition (debug builds; the full
+    /// walks only while the index and the ops are small): the index's own, and that no
+    /// write in flight references bytes past its buffers' filled length (which an
+    /// extent's growth may write).
+    pub(crate) fn debug_check(&self) {
+        #[cfg(debug_assertions)]
+        {
+            self.index.debug_check();
+            if self.ops.len() <= 256 {
+                for (_, op) in &self.ops {
+                    if let Op::Write(w) = op {
+                        for (buf, start, len) in &w.segs {
+                            assert!(start + len <= buf.filled(), "op references unfilled bytes");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Registers a force waiter for writes up to now; `None` when already durable.
@@ -300,6 +321,7 @@ impl State {
             self.dirty_since = None;
         }
         let punch = self.barriers.punch_below(new_start);
+        self.debug_check();
         self.wants_wake(punch)
     }
 
@@ -321,6 +343,7 @@ impl State {
         self.last_seq += 1;
         self.barriers.truncate(len, Some(self.last_seq));
         self.end = len;
+        self.debug_check();
         self.wants_wake(true)
     }
 
@@ -457,6 +480,7 @@ impl State {
         if waiting && self.sync_inflight.is_none() {
             self.plan_sync(if new_ops == 1 { last_new } else { None }, now, out);
         }
+        self.debug_check();
     }
 
     /// Sends runs of dirty blocks C-SCAN from the cursor, wrapping once (so no offset
@@ -683,6 +707,7 @@ impl State {
             Op::Sync(_) => self.complete_sync(key, result, now),
             Op::Size(_) => self.complete_size(key, result),
         }
+        self.debug_check();
     }
 
     fn complete_write(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
@@ -847,6 +872,34 @@ mod tests {
             let now = self.now;
             self.st.install(off, b, u64::MAX, || now);
         }
+        /// A sequential write: grows the dirty extent ending at `off` in place when it
+        /// can, else installs a new extent buffer (64 KiB chunks). Returns whether it grew.
+        fn write_seq(&mut self, off: u64, len: usize, byte: u8) -> bool {
+            let now = self.now;
+            let data = vec![byte; len];
+            if self.st.extend(off, &data, u64::MAX, || now).is_some() {
+                return true;
+            }
+            let room = 65536 - (off % 65536) as usize;
+            let (mut b, _) = self
+                .pool
+                .reserve_extent(len, 65536, room.max(len), || {})
+                .unwrap();
+            b.as_mut_slice().fill(byte);
+            self.st.install(off, b, u64::MAX, || now);
+            false
+        }
+        /// What a read of `[off, end)` sees in the index (`None` for bytes not buffered).
+        fn buffered(&self, off: u64, end: u64) -> Vec<Option<u8>> {
+            let mut out = vec![None; (end - off) as usize];
+            for (bs, b) in self.st.index.overlapping(off, end) {
+                let bytes = &b.buf.as_slice()[b.buf_off..b.buf_off + b.len as usize];
+                for o in bs.max(off)..(bs + b.len).min(end) {
+                    out[(o - off) as usize] = Some(bytes[(o - bs) as usize]);
+                }
+            }
+            out
+        }
         /// Plans and expects exactly one plain sync (and nothing else); returns its op.
         fn plan_one_sync(&mut self) -> usize {
             let pushes = self.plan();
@@ -939,6 +992,175 @@ mod tests {
         let bytes = f.bytes_of(ops[0]);
         assert!(bytes[..4096].iter().all(|&b| b == 1) && bytes[8192..].iter().all(|&b| b == 3));
         assert_eq!(f.st.stats.blocks_per_write.max(), 3);
+    }
+
+    #[test]
+    fn an_extent_grows_in_place_and_goes_out_as_one_iovec() {
+        let mut f = Fixture::new();
+        assert!(!f.write_seq(0, 4096, 1));
+        for page in 1..16u64 {
+            assert!(
+                f.write_seq(page * 4096, 4096, page as u8 + 1),
+                "page {page}"
+            );
+        }
+        assert_eq!(f.st.index.len(), 1, "one block for the extent");
+        assert_eq!((f.st.stats.extended_writes, f.st.last_seq), (15, 16));
+        let ops = write_ops(&f.plan_forced());
+        let Op::Write(w) = f.st.op(ops[0]) else {
+            panic!()
+        };
+        assert_eq!((ops.len(), w.len, w.iovecs().len()), (1, 65536, 1));
+        let bytes = f.bytes_of(ops[0]);
+        assert!((0..16).all(|p| bytes[p * 4096..(p + 1) * 4096]
+            .iter()
+            .all(|&b| b == p as u8 + 1)));
+        // The chunk is full: the next write starts a new extent.
+        assert!(!f.write_seq(65536, 4096, 9));
+    }
+
+    #[test]
+    fn an_extent_in_flight_does_not_grow_and_a_read_spans_old_and_new_bytes() {
+        let mut f = Fixture::new();
+        f.write_seq(0, 4096, 1);
+        f.write_seq(4096, 4096, 2);
+        let first = write_ops(&f.plan_forced())[0];
+        // Its buffer is in flight: the next page must not be appended to it (the kernel
+        // may be reading the iovec), so it starts a new buffer, which then grows.
+        assert!(!f.write_seq(8192, 4096, 3), "grew an extent in flight");
+        assert!(f.write_seq(12288, 4096, 4));
+        // A rewrite of the in-flight range is copy-on-write.
+        f.write(4096, 100, 5);
+        assert_eq!(
+            f.bytes_of(first),
+            [vec![1; 4096], vec![2; 4096]].concat(),
+            "in-flight bytes changed"
+        );
+        let seen = f.buffered(0, 16384);
+        let want = |o: usize| match o {
+            0..4096 => 1,
+            4096..4196 => 5,
+            4196..8192 => 2,
+            8192..12288 => 3,
+            _ => 4,
+        };
+        assert!(
+            (0..16384).all(|o| seen[o] == Some(want(o))),
+            "a read across the old extent (in flight) and the new one"
+        );
+        // The new extent is dirty and grows while the old one is still in flight; the
+        // rewrite waits for the first write (one write in flight per range).
+        assert!(f.write_seq(16384, 4096, 6));
+        let pushes = f.plan_forced();
+        let second = write_ops(&pushes);
+        assert_eq!(second.len(), 1, "{pushes:?}");
+        let Op::Write(w) = f.st.op(second[0]) else {
+            panic!()
+        };
+        assert_eq!((w.offset, w.len), (8192, 12288));
+        f.st.complete(first, 8192, &limits(), f.now);
+        f.st.complete(second[0], 12288, &limits(), f.now);
+        let third = write_ops(&f.plan_forced());
+        let Op::Write(w) = f.st.op(third[0]) else {
+            panic!()
+        };
+        assert_eq!(
+            (w.offset, w.len),
+            (4096, 100),
+            "the rewrite after the first write"
+        );
+    }
+
+    #[test]
+    fn a_force_waits_for_the_oldest_write_of_an_extent() {
+        let mut f = Fixture::new();
+        f.write_seq(0, 4096, 1);
+        let w = f.force(); // covers seq 1
+        f.write_seq(4096, 4096, 2); // grows the same extent: seq 2
+        let w2 = f.force();
+        let (op, sync) = f.plan_one_linked_write();
+        assert_eq!(
+            f.bytes_of(op).len(),
+            8192,
+            "the grown extent goes out whole"
+        );
+        f.st.complete(op, 8192, &limits(), f.now);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok() && f.st.take_result(w2).unwrap().is_ok());
+        // Growth after a force does not make the force wait for it, but a later force
+        // waits for the grown bytes.
+        f.write_seq(8192, 4096, 3);
+        let w3 = f.force();
+        assert!(f.write_seq(12288, 4096, 4));
+        let (op, sync) = f.plan_one_linked_write();
+        f.st.complete(op, 8192, &limits(), f.now);
+        assert!(f.st.take_result(w3).is_none(), "served before its sync");
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w3).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_growing_extent_waits_while_writes_stream_and_goes_when_needed() {
+        let mut f = Fixture::new();
+        f.write(1 << 30, 4096, 9);
+        let busy = write_ops(&f.plan_forced());
+        f.write_seq(0, 4096, 1);
+        // Streaming (a write in flight), nothing urgent: the extent may still grow.
+        assert!(f.plan().is_empty(), "a growing extent was sent half full");
+        assert!(f.write_seq(4096, 4096, 2));
+        // A force needs it now.
+        let w = f.force();
+        let pushes = f.plan();
+        let ops = write_ops(&pushes);
+        assert_eq!(ops.len(), 1, "{pushes:?}");
+        assert_eq!(f.bytes_of(ops[0]).len(), 8192);
+        f.st.complete(busy[0], 4096, &limits(), f.now);
+        f.st.complete(ops[0], 8192, &limits(), f.now);
+        let sync = f.plan_one_sync();
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        // A full extent goes out while streaming; the one after it waits to grow.
+        f.write(1 << 30, 4096, 9);
+        let busy = write_ops(&f.plan_forced());
+        for page in 16..17u64 {
+            f.write_seq(page * 4096, 4096, 3);
+        }
+        for page in 17..33u64 {
+            f.write_seq(page * 4096, 4096, 3);
+        }
+        let ops = write_ops(&f.plan());
+        assert_eq!(ops.len(), 1);
+        let Op::Write(wr) = f.st.op(ops[0]) else {
+            panic!()
+        };
+        assert_eq!((wr.offset, wr.len), (65536, 65536), "the full chunk only");
+        let _ = busy;
+    }
+
+    #[test]
+    fn an_extent_grown_past_a_pending_shrink_waits_for_it() {
+        let mut f = Fixture::new();
+        f.write(8192, 4096, 1);
+        let past = write_ops(&f.plan_forced()); // in flight past the new end
+        f.write_seq(0, 2048, 2);
+        f.st.set_len(4000); // waits for the write at 8192
+                            // Growing the extent into the truncated range: written after the shrink.
+        assert!(f.write_seq(2048, 4096, 3));
+        let pushes = f.plan_forced();
+        assert!(
+            write_ops(&pushes).is_empty() && size_ops(&pushes).is_empty(),
+            "{pushes:?}"
+        );
+        f.st.complete(past[0], 4096, &limits(), f.now);
+        let pushes = f.plan_forced();
+        assert_eq!(
+            (size_ops(&pushes).len(), write_ops(&pushes).len()),
+            (1, 0),
+            "the ftruncate first: {pushes:?}"
+        );
+        f.st.complete(size_ops(&pushes)[0], 0, &limits(), f.now);
+        let ops = write_ops(&f.plan_forced());
+        assert_eq!(f.bytes_of(ops[0]).len(), 6144, "then the grown extent");
     }
 
     #[test]
