@@ -521,9 +521,10 @@ impl State {
 
     /// Whether the dirty block at `start` may be sent now.
     fn sendable(&self, start: u64, len: u64, hold_open: bool) -> bool {
-        !self.overlaps_inflight(start, start + len)
+        let held = hold_open && self.index.open_extent(start);
+        !held
+            && !self.overlaps_inflight(start, start + len)
             && !self.barriers.holds(start, start + len)
-            && !(hold_open && self.index.open_extent(start))
     }
 
     fn next_unblocked_dirty(&self, from: u64, until: u64, hold_open: bool) -> Option<u64> {
