@@ -59,8 +59,10 @@ pub(crate) enum Push {
 /// The iovec array of a write in flight.
 struct IoVecs(Vec<libc::iovec>);
 
-// SAFETY: the iovecs point into pooled buffers (`BufRef`) owned by the same `WriteOp`, which
-// are immutable once shared and `Send + Sync`; the raw pointers carry no thread affinity.
+// SAFETY: the iovecs point into pooled buffers (`BufRef`) owned by the same `WriteOp`, at
+// bytes below the buffers' filled lengths, which are never written while shared (extents
+// grow only past them), and the buffers are `Send + Sync`; the raw pointers carry no
+// thread affinity.
 unsafe impl Send for IoVecs {}
 
 pub(crate) struct WriteOp {
