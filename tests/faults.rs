@@ -304,6 +304,36 @@ fn eagain_and_eintr_are_retried() {
     }
 }
 
+/// A write push the engine refuses (io_uring's `EBUSY`/`EAGAIN` on submission) is put
+/// back for resubmission after the planner ran; the submitter must come back for it on
+/// its own: no completion is on its way and the forcer already sent its wake-up. Without
+/// that the force below parks forever (the watchdog fails the test).
+#[test]
+fn refused_write_push_is_resubmitted_without_a_wake() {
+    for backend in BACKENDS {
+        for code in [libc::EAGAIN, libc::EBUSY] {
+            watchdog("refused push", 30, move || {
+                let what = format!("{} refused with {code}", label(backend, false));
+                let mut c = Case::new(backend, false);
+                c.write_pages(0, 4, 1).unwrap();
+                c.faults.refuse_write_push(0, code);
+                c.faults.refuse_write_push(1, code);
+                c.h.force().unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(c.faults.injected().refused_pushes, 2, "{what}");
+                assert_eq!(c.h.stats().bytes_written, 4 * PAGE as u64, "{what}");
+                // A second force after the retries: served as usual.
+                c.write_pages(4, 1, 2).unwrap();
+                c.faults.refuse_write_push(0, code);
+                c.h.force()
+                    .unwrap_or_else(|e| panic!("{what}: second force: {e}"));
+                let (r, file, model, _) = c.close();
+                r.unwrap();
+                assert!(file == model, "{what}: file differs");
+            });
+        }
+    }
+}
+
 // ------------------------------------------------------------------ write errors
 
 /// `EIO`, `ENOSPC` and `EDQUOT` on a write latch the handle (fail-stop): the `force` that

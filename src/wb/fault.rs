@@ -47,12 +47,18 @@ pub struct Injected {
     pub failed_syncs: u64,
     /// Linked syncs turned into `-ECANCELED` because their write was faulted.
     pub cancelled_syncs: u64,
+    /// Write pushes the engine refused (see [`FaultInjector::refuse_write_push`]).
+    pub refused_pushes: u64,
 }
 
 impl Injected {
     /// All faults applied, of every kind.
     pub fn total(&self) -> u64 {
-        self.short_writes + self.failed_writes + self.failed_syncs + self.cancelled_syncs
+        self.short_writes
+            + self.failed_writes
+            + self.failed_syncs
+            + self.cancelled_syncs
+            + self.refused_pushes
     }
 }
 
@@ -60,6 +66,8 @@ impl Injected {
 struct Plan {
     writes_seen: u64,
     syncs_seen: u64,
+    write_pushes_seen: u64,
+    push_refusals: BTreeMap<u64, i32>,
     write_faults: BTreeMap<u64, Fault>,
     sync_faults: BTreeMap<u64, i32>,
     fail_writes_from: Option<(u64, i32)>,
@@ -105,6 +113,15 @@ impl FaultInjector {
         plan.sync_faults.insert(at, errno);
     }
 
+    /// Makes the engine refuse the `n`-th write push from now (0 = the next one) with
+    /// `errno`, as io_uring refuses a submission with `EBUSY`/`EAGAIN`: the write is not
+    /// sent and produces no completion. Write pushes count resubmissions too.
+    pub fn refuse_write_push(&self, n: u64, errno: i32) {
+        let mut plan = self.plan();
+        let at = plan.write_pushes_seen.saturating_add(n);
+        plan.push_refusals.insert(at, errno);
+    }
+
     /// Makes every write completion from the `n`-th from now on report `-errno`
     /// (a failing device). Individual [`inject_write`](Self::inject_write) faults win.
     pub fn fail_all_writes_from(&self, n: u64, errno: i32) {
@@ -123,6 +140,7 @@ impl FaultInjector {
         let mut plan = self.plan();
         plan.write_faults.clear();
         plan.sync_faults.clear();
+        plan.push_refusals.clear();
         plan.fail_writes_from = None;
         plan.fail_syncs_from = None;
     }
@@ -257,6 +275,15 @@ impl Engine for FaultyEngine {
         iovcnt: u32,
         linked_sync: Option<u64>,
     ) -> io::Result<()> {
+        {
+            let mut plan = self.injector.plan();
+            let index = plan.write_pushes_seen;
+            plan.write_pushes_seen += 1;
+            if let Some(errno) = plan.push_refusals.remove(&index) {
+                plan.injected.refused_pushes += 1;
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+        }
         let len = if iovcnt == 0 || iov.is_null() {
             0
         } else {

@@ -26,6 +26,8 @@ use crate::stats::{record, BackendKind, Stats};
 const IOV_MAX: usize = 1024;
 /// Resubmissions of one write that made no progress before it is declared failed.
 const MAX_RETRIES: u32 = 64;
+/// How long the submitter waits before pushing again a write the engine refused.
+const RESUBMIT_PAUSE: Duration = Duration::from_millis(1);
 
 /// Fixed settings the planner needs.
 #[derive(Clone, Debug)]
@@ -265,14 +267,28 @@ impl State {
         self.writes_inflight == 0 && self.sync_inflight.is_none() && self.resubmit.is_empty()
     }
 
-    /// How long the submitter may wait: until dirty data becomes too old, or a sync
-    /// held back to gather a larger group must go out.
+    /// How long the submitter may wait: until dirty data becomes too old, a sync held
+    /// back to gather a larger group must go out, or a write the engine refused is tried
+    /// again. `None` (sleep until woken) when nothing has a deadline: an idle handle
+    /// costs no CPU. A gather deadline that has passed, or that no waiter needs, gives
+    /// no timer (`plan` has already acted on it or has nothing to act on).
     pub(crate) fn timeout(&self, lim: &Limits, now: Instant) -> Option<Duration> {
         if self.failed.is_some() {
             return None;
         }
-        let dirty = self.dirty_since.map(|t| t + lim.max_dirty_age);
-        let deadline = match (dirty, self.gather_until) {
+        if !self.resubmit.is_empty() {
+            // The engine refused these pushes (EAGAIN/EBUSY) after `plan` drained the
+            // list: nothing in flight will wake us, so come back for them.
+            return Some(RESUBMIT_PAUSE);
+        }
+        let dirty = self
+            .dirty_since
+            .filter(|_| self.index.dirty_count() > 0)
+            .map(|t| t + lim.max_dirty_age);
+        let gather = self
+            .gather_until
+            .filter(|&t| t > now && self.has_unassigned_waiter());
+        let deadline = match (dirty, gather) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -280,6 +296,13 @@ impl State {
             t.saturating_duration_since(now)
                 .max(Duration::from_micros(20))
         })
+    }
+
+    /// Some forcer waits for a sync not yet sent.
+    fn has_unassigned_waiter(&self) -> bool {
+        self.waiters
+            .iter()
+            .any(|(_, w)| w.sync.is_none() && w.result.is_none())
     }
 
     fn overlaps_inflight(&self, off: u64, end: u64) -> bool {
@@ -327,10 +350,7 @@ impl State {
         if self.failed.is_some() {
             return;
         }
-        let waiting = self
-            .waiters
-            .iter()
-            .any(|(_, w)| w.sync.is_none() && w.result.is_none());
+        let waiting = self.has_unassigned_waiter();
         let old = self
             .dirty_since
             .is_some_and(|t| now.duration_since(t) >= lim.max_dirty_age);
@@ -839,6 +859,32 @@ mod tests {
         let sync2 = f.plan_one_sync();
         f.st.complete(sync2, 0, &limits(), f.now);
         assert!(f.st.take_result(c).unwrap().is_ok());
+    }
+
+    #[test]
+    fn no_timer_when_nothing_has_a_deadline() {
+        let mut f = Fixture::new();
+        assert_eq!(f.st.timeout(&limits(), f.now), None, "fresh handle");
+        f.write(0, 10, 1);
+        assert!(f.st.timeout(&limits(), f.now).is_some(), "dirty data ages");
+        let w = f.force();
+        let (op, sync) = f.plan_one_linked_write();
+        f.st.complete(op, 10, &limits(), f.now);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        // The gather window is open, but nobody waits for a next sync.
+        assert_eq!(
+            f.st.timeout(&limits(), f.now),
+            None,
+            "gather with no waiter"
+        );
+        f.now += Duration::from_secs(1);
+        assert!(f.plan().is_empty());
+        assert_eq!(
+            f.st.timeout(&limits(), f.now),
+            None,
+            "passed gather deadline"
+        );
     }
 
     #[test]

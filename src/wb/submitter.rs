@@ -88,7 +88,12 @@ fn push(engine: &mut dyn Engine, st: &mut State, p: Push, inner: &Inner, now: In
         Push::Sync { op } => engine.push_sync(op as u64).map_err(|e| (op, None, e)),
     };
     if let Err((op, linked, e)) = result {
-        let code = -e.raw_os_error().unwrap_or(libc::EIO);
+        // A refused submission was never sent: a write is resubmitted (as after EAGAIN),
+        // after a pause (see `State::timeout`).
+        let code = match e.raw_os_error() {
+            Some(libc::EBUSY | libc::EAGAIN) => -libc::EAGAIN,
+            code => -code.unwrap_or(libc::EIO),
+        };
         st.complete(op, code, &inner.limits, now);
         if let Some(sync) = linked {
             st.complete(sync, -libc::ECANCELED, &inner.limits, now);
