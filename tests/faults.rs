@@ -26,6 +26,9 @@ use writebehind::{errno, Backend, Config, Handle, WriteBehindFile};
 
 const PAGE: usize = 4096;
 const BACKENDS: [Backend; 2] = [Backend::IoUring, Backend::Threads];
+/// Separate runs of dirty pages that make the submitter, not a forcer, write them
+/// (a forcer leads a commit of at most 4 runs; see docs/design.md).
+const SCATTERED: u64 = 8;
 
 /// Runs `f` on its own thread and fails the test if it does not finish within `secs`.
 fn watchdog<T: Send + 'static>(what: &str, secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -315,14 +318,20 @@ fn refused_write_push_is_resubmitted_without_a_wake() {
             watchdog("refused push", 30, move || {
                 let what = format!("{} refused with {code}", label(backend, false));
                 let mut c = Case::new(backend, false);
-                c.write_pages(0, 4, 1).unwrap();
+                // Scattered pages (more runs than a forcer writes itself): the engine
+                // writes them.
+                for p in 0..SCATTERED {
+                    c.write_pages(2 * p, 1, 1).unwrap();
+                }
                 c.faults.refuse_write_push(0, code);
                 c.faults.refuse_write_push(1, code);
                 c.h.force().unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(c.faults.injected().refused_pushes, 2, "{what}");
-                assert_eq!(c.h.stats().bytes_written, 4 * PAGE as u64, "{what}");
+                assert_eq!(c.h.stats().bytes_written, SCATTERED * PAGE as u64, "{what}");
                 // A second force after the retries: served as usual.
-                c.write_pages(4, 1, 2).unwrap();
+                for p in 0..SCATTERED {
+                    c.write_pages(2 * p + 1, 1, 2).unwrap();
+                }
                 c.faults.refuse_write_push(0, code);
                 c.h.force()
                     .unwrap_or_else(|e| panic!("{what}: second force: {e}"));
@@ -634,6 +643,67 @@ fn many_forcers(backend: Backend, sync_fault: bool) {
     let h = Arc::into_inner(h).expect("all workers joined");
     assert_err(&format!("{what}: close"), h.close(), libc::EIO);
     eprintln!("{what}: {total_ok} forces succeeded before the fault");
+}
+
+/// A forcer that leads a commit runs the writes and the sync on its own thread; a sync
+/// that fails there reaches every forcer waiting, whether it was in the leader's group or
+/// waiting for the next, and latches. And a write fault on the leader's thread cancels
+/// its sync (not durable) and latches too.
+#[test]
+fn a_failure_on_the_leaders_thread_reaches_every_follower() {
+    for backend in BACKENDS {
+        for sync_fault in [true, false] {
+            watchdog("leader failure", 60, move || {
+                leader_failure(backend, sync_fault)
+            });
+        }
+    }
+}
+
+fn leader_failure(backend: Backend, sync_fault: bool) {
+    let what = format!("{} sync fault {sync_fault}", label(backend, false));
+    let c = Case::new(backend, false);
+    // A first commit led by this thread: nothing injected yet.
+    c.h.append(&[1u8; 512]).unwrap();
+    c.h.force().unwrap();
+    assert_eq!(c.h.stats().leader_syncs, 1, "{what}: a lone forcer leads");
+    let syncs_before = c.faults.syncs_seen();
+    if sync_fault {
+        c.faults.inject_sync(0, libc::EIO);
+    } else {
+        c.faults.inject_write(0, Fault::Errno(libc::EIO));
+    }
+    const THREADS: usize = 8;
+    let h = Arc::new(c.h);
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (h, start) = (h.clone(), start.clone());
+            thread::spawn(move || {
+                h.append(&[t as u8; 512]).unwrap();
+                start.wait();
+                h.force().err().and_then(|e| errno(&e))
+            })
+        })
+        .collect();
+    for w in workers {
+        assert_eq!(w.join().unwrap(), Some(libc::EIO), "{what}: a forcer");
+    }
+    let st = h.stats();
+    // Every sync after the first ran on a forcer's thread (the engine synced nothing).
+    assert!(st.leader_syncs >= 2, "{what}: no leader");
+    let ran = c.faults.syncs_seen() - syncs_before;
+    assert!(
+        ran <= st.leader_syncs - 1,
+        "{what}: {ran} syncs ran, {} of them by leaders",
+        st.leader_syncs - 1
+    );
+    if !sync_fault {
+        assert_eq!(c.faults.injected().cancelled_syncs, 1, "{what}");
+        assert_eq!(ran, 0, "{what}: a sync ran after its write failed");
+    }
+    let h = Arc::into_inner(h).unwrap();
+    assert_err(&format!("{what}: close"), h.close(), libc::EIO);
 }
 
 /// Writers blocked on backpressure (the block budget spent, write-back failing) are woken

@@ -209,26 +209,7 @@ impl FaultyEngine {
     fn rewrite(&mut self, plan: &mut Plan, c: &mut Completion) {
         match self.tracked.remove(&c.user_data) {
             Some(Tracked::Write { len, linked_sync }) => {
-                let index = plan.writes_seen;
-                plan.writes_seen += 1;
-                let fault = plan.write_faults.remove(&index).or_else(|| {
-                    plan.fail_writes_from
-                        .and_then(|(from, errno)| (index >= from).then_some(Fault::Errno(errno)))
-                });
-                match fault {
-                    Some(Fault::Short { bytes }) if c.result >= 0 => {
-                        let short = c.result.min(i32::try_from(bytes).unwrap_or(i32::MAX));
-                        if short != c.result {
-                            c.result = short;
-                            plan.injected.short_writes += 1;
-                        }
-                    }
-                    Some(Fault::Short { .. }) | None => {}
-                    Some(Fault::Errno(errno)) => {
-                        c.result = -errno;
-                        plan.injected.failed_writes += 1;
-                    }
-                }
+                c.result = plan.write_result(c.result);
                 let complete = c.result >= 0 && c.result as u64 == len;
                 if let (false, Some(sync_ud)) = (complete, linked_sync) {
                     if let Some(Tracked::Sync { cancel }) = self.tracked.get_mut(&sync_ud) {
@@ -240,21 +221,74 @@ impl FaultyEngine {
                 let real = std::mem::replace(&mut c.result, -libc::ECANCELED);
                 plan.injected.cancelled_syncs += u64::from(real != -libc::ECANCELED);
             }
-            Some(Tracked::Sync { cancel: false }) => {
-                let index = plan.syncs_seen;
-                plan.syncs_seen += 1;
-                let errno = plan.sync_faults.remove(&index).or_else(|| {
-                    plan.fail_syncs_from
-                        .and_then(|(from, errno)| (index >= from).then_some(errno))
-                });
-                if let Some(errno) = errno {
-                    c.result = -errno;
-                    plan.injected.failed_syncs += 1;
-                }
-            }
+            Some(Tracked::Sync { cancel: false }) => c.result = plan.sync_result(c.result),
             // Not pushed through this wrapper: leave it alone.
             None => {}
         }
+    }
+}
+
+impl Plan {
+    /// The next write completion's result, rewritten by the plan.
+    fn write_result(&mut self, mut result: i32) -> i32 {
+        let index = self.writes_seen;
+        self.writes_seen += 1;
+        let fault = self.write_faults.remove(&index).or_else(|| {
+            self.fail_writes_from
+                .and_then(|(from, errno)| (index >= from).then_some(Fault::Errno(errno)))
+        });
+        match fault {
+            Some(Fault::Short { bytes }) if result >= 0 => {
+                let short = result.min(i32::try_from(bytes).unwrap_or(i32::MAX));
+                if short != result {
+                    result = short;
+                    self.injected.short_writes += 1;
+                }
+            }
+            Some(Fault::Short { .. }) | None => {}
+            Some(Fault::Errno(errno)) => {
+                result = -errno;
+                self.injected.failed_writes += 1;
+            }
+        }
+        result
+    }
+
+    /// The next sync completion's result (of a sync that ran), rewritten by the plan.
+    fn sync_result(&mut self, result: i32) -> i32 {
+        let index = self.syncs_seen;
+        self.syncs_seen += 1;
+        let errno = self.sync_faults.remove(&index).or_else(|| {
+            self.fail_syncs_from
+                .and_then(|(from, errno)| (index >= from).then_some(errno))
+        });
+        match errno {
+            Some(errno) => {
+                self.injected.failed_syncs += 1;
+                -errno
+            }
+            None => result,
+        }
+    }
+}
+
+impl FaultInjector {
+    /// Rewrites the result of a write a forcer ran on its own thread (`lead.rs`), counted
+    /// with the engine's write completions.
+    pub(crate) fn caller_write(&self, result: i32) -> i32 {
+        self.plan().write_result(result)
+    }
+
+    /// Rewrites the result of a sync a forcer ran on its own thread, counted with the
+    /// engine's sync completions.
+    pub(crate) fn caller_sync(&self, result: i32) -> i32 {
+        self.plan().sync_result(result)
+    }
+
+    /// Notes a sync a forcer did not run because the write before it was faulted (what
+    /// a cancelled linked sync is for the engine).
+    pub(crate) fn caller_sync_cancelled(&self) {
+        self.plan().injected.cancelled_syncs += 1;
     }
 }
 

@@ -11,6 +11,7 @@ mod engines;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod index;
+mod lead;
 mod pool;
 mod state;
 mod submitter;
@@ -28,14 +29,14 @@ use std::time::{Duration, Instant};
 
 use crate::aligned::AlignedBuf;
 use crate::buffer::{Bytes, CommitSink, ReadBuffer, WriteBuffer};
-use crate::config::Config;
+use crate::config::{Config, SyncMode};
 use crate::error::{edom, os, os_msg, range_end};
 use crate::fileio;
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
 use engine::Waker;
 use pool::{BufRef, Pool};
-use state::{Limits, State};
+use state::{Limits, Next, State};
 
 /// The write-behind handle: `write` returns after a memcpy into an aligned buffer; one
 /// background submission thread writes dirty blocks back (merged, vectored, many in
@@ -79,6 +80,10 @@ pub(crate) struct Inner {
     /// Direct-I/O alignment writes must respect; 1 when buffered.
     align: usize,
     direct: bool,
+    /// The sync a forcer leading a commit runs (the engines use the same).
+    sync: SyncMode,
+    #[cfg(feature = "fault-injection")]
+    faults: Option<fault::FaultInjector>,
 }
 
 /// The end of `[offset, offset + len)` for a write: `EINVAL` when it overflows `u64` or
@@ -159,27 +164,58 @@ impl Inner {
         Ok(off)
     }
 
+    /// Registers a waiter and waits for its result, leading a commit on this thread
+    /// whenever the state machine says so (`State::next_step`).
     fn force(&self, range: Option<(u64, u64)>) -> io::Result<()> {
         let began = Instant::now();
-        let (key, wake) = {
-            let mut st = self.lock();
-            st.check_failed()?;
-            match st.add_waiter(range, thread::current()) {
-                None => return Ok(()),
-                Some(key) => (key, st.wants_wake(true)),
-            }
+        let mut st = self.lock();
+        st.check_failed()?;
+        let Some(key) = st.add_waiter(range, thread::current()) else {
+            return Ok(());
         };
-        if wake {
-            self.waker.wake();
-        }
         loop {
-            let mut st = self.lock();
             if let Some(result) = st.take_result(key) {
                 record(&mut st.stats.force_ns, began.elapsed().as_nanos() as u64);
                 return result;
             }
-            drop(st);
-            thread::park();
+            match st.next_step(&self.limits, Instant::now()) {
+                Next::Lead(lead) => {
+                    drop(st);
+                    let out = lead::run(
+                        &self.file,
+                        &lead,
+                        self.sync,
+                        #[cfg(feature = "fault-injection")]
+                        self.faults.as_ref(),
+                    );
+                    st = self.lock();
+                    let wake =
+                        st.finish_lead(lead, &out.writes, out.sync, &self.limits, Instant::now());
+                    if wake {
+                        drop(st);
+                        self.waker.wake();
+                        st = self.lock();
+                    }
+                    continue;
+                }
+                Next::Wait(until) => {
+                    drop(st);
+                    thread::park_timeout(until.saturating_duration_since(Instant::now()));
+                }
+                Next::Park => {
+                    drop(st);
+                    thread::park();
+                }
+                Next::WakeSubmitter => {
+                    let wake = st.wants_wake(true);
+                    drop(st);
+                    if wake {
+                        self.waker.wake();
+                    }
+                    thread::park();
+                }
+            }
+            st = self.lock();
         }
     }
 
@@ -332,6 +368,9 @@ impl WriteBehindFile {
             limits,
             align,
             direct: cfg.direct_io,
+            sync: cfg.sync,
+            #[cfg(feature = "fault-injection")]
+            faults: cfg.fault_injector.clone(),
         });
         inner_tx
             .send(Arc::clone(&inner))

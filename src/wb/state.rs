@@ -52,6 +52,40 @@ pub(crate) enum Push {
     },
 }
 
+/// Most separate runs of dirty blocks a forcer writes on its own thread (one `pwritev`
+/// each); more, and the submitter writes them in parallel on the engine instead.
+const LEAD_RUNS: usize = 4;
+
+/// What a forcer does next, from [`State::next_step`].
+pub(crate) enum Next {
+    /// Run this commit on the caller's thread, then [`State::finish_lead`].
+    Lead(Lead),
+    /// Park until this instant (the group-commit hold), then look again.
+    Wait(Instant),
+    /// Park: a completion will wake this forcer.
+    Park,
+    /// The submitter must write (too much dirty data, or a resubmission): wake it, park.
+    WakeSubmitter,
+}
+
+/// A commit a forcer runs on its own thread: every dirty block (as vectored writes),
+/// then one sync, only if every write completed in full (as an `IO_LINK` chain).
+pub(crate) struct Lead {
+    pub writes: Vec<LeadWrite>,
+    pub sync: usize,
+}
+
+/// One write of a [`Lead`]. The iovecs point into buffers its op holds in the state
+/// until [`State::finish_lead`] applies the result.
+pub(crate) struct LeadWrite {
+    op: usize,
+    pub offset: u64,
+    /// Bytes to write (the iovecs' total).
+    pub len: u64,
+    pub iov: *const libc::iovec,
+    pub iovcnt: usize,
+}
+
 /// The iovec array of a write in flight.
 struct IoVecs(Vec<libc::iovec>);
 
@@ -70,6 +104,8 @@ pub(crate) struct WriteOp {
     seq: u64,
     retries: u32,
     pushed_at: Instant,
+    /// Being written by a forcer on its own thread (a [`Lead`]), not by the engine.
+    caller: bool,
 }
 
 impl WriteOp {
@@ -106,6 +142,8 @@ pub(crate) struct SyncOp {
     /// have, for a linked sync, if it runs at all).
     covers: u64,
     pushed_at: Instant,
+    /// Run by a forcer on its own thread (a [`Lead`]), not by the engine.
+    caller: bool,
 }
 
 pub(crate) enum Op {
@@ -128,6 +166,8 @@ pub(crate) struct State {
     /// Write ops in flight by start offset (they never overlap) -> end.
     inflight: BTreeMap<u64, u64>,
     writes_inflight: usize,
+    /// Of `writes_inflight`, those a leading forcer writes on its own thread.
+    caller_writes: usize,
     sync_inflight: Option<usize>,
     resubmit: Vec<usize>,
     waiters: Slab<Waiter>,
@@ -140,6 +180,9 @@ pub(crate) struct State {
     pub closing: bool,
     /// The submitter waits with nothing in flight: only a wake-up or its timer rouses it.
     pub sleeping: bool,
+    /// The submitter's wait has a timer of at most `max_dirty_age`: new dirty data need
+    /// not wake it, the timer comes back in time to start its age clock.
+    pub timed_sleep: bool,
     /// A wake-up was sent and the submitter has not run since.
     pub wake_sent: bool,
     dirty_since: Option<Instant>,
@@ -160,6 +203,7 @@ impl State {
             ops: Slab::new(),
             inflight: BTreeMap::new(),
             writes_inflight: 0,
+            caller_writes: 0,
             sync_inflight: None,
             resubmit: Vec::new(),
             waiters: Slab::new(),
@@ -168,6 +212,7 @@ impl State {
             failed: None,
             closing: false,
             sleeping: false,
+            timed_sleep: false,
             wake_sent: false,
             dirty_since: None,
             cursor: 0,
@@ -188,8 +233,9 @@ impl State {
     }
 
     /// Stores a write (already copied into `buf`) and says whether the submitter must be
-    /// woken: when dirty data appears while it sleeps (to start its age timer) or when
-    /// dirty bytes cross the watermark.
+    /// woken: when dirty data appears while it sleeps without a timer that comes back
+    /// within the dirty age (to start its age clock), or when dirty bytes cross the
+    /// watermark.
     pub(crate) fn install(&mut self, off: u64, buf: BufRef, watermark: u64, now: Instant) -> bool {
         let len = buf.as_slice().len() as u64;
         self.last_seq += 1;
@@ -200,7 +246,8 @@ impl State {
         if first_dirty {
             self.dirty_since = Some(now);
         }
-        self.wants_wake(first_dirty || self.index.dirty_bytes() >= watermark)
+        let age_clock = first_dirty && !self.timed_sleep;
+        self.wants_wake(age_clock || self.index.dirty_bytes() >= watermark)
     }
 
     /// Registers a force waiter for writes up to now; `None` when already durable.
@@ -262,9 +309,13 @@ impl State {
             && !self.waiters.iter().any(|(_, w)| w.result.is_none())
     }
 
-    /// Nothing is in flight, so only a wake-up or the timer will rouse the submitter.
+    /// Nothing is in flight in the engine, so only a wake-up or the timer will rouse the
+    /// submitter. (Requests a leading forcer runs on its own thread bring no completion.)
     pub(crate) fn idle(&self) -> bool {
-        self.writes_inflight == 0 && self.sync_inflight.is_none() && self.resubmit.is_empty()
+        let engine_sync = self
+            .sync_inflight
+            .is_some_and(|k| matches!(&self.ops[k], Op::Sync(s) if !s.caller));
+        self.writes_inflight == self.caller_writes && !engine_sync && self.resubmit.is_empty()
     }
 
     /// How long the submitter may wait: until dirty data becomes too old, a sync held
@@ -445,6 +496,7 @@ impl State {
             seq,
             retries: 0,
             pushed_at: now,
+            caller: false,
         };
         w.rebuild_iovecs();
         self.inflight.insert(start, end);
@@ -494,6 +546,7 @@ impl State {
         let key = self.ops.insert(Op::Sync(SyncOp {
             covers,
             pushed_at: now,
+            caller: false,
         }));
         for w in &serve {
             self.waiters[*w].sync = Some(key);
@@ -512,6 +565,154 @@ impl State {
             }
             None => out.push(Push::Sync { op: key }),
         }
+    }
+
+    /// What a forcer does next (see [`Next`]): lead a commit on its own thread when it
+    /// can, so that a lone committer pays for its write and sync and not for the hops to
+    /// the submission thread and back.
+    ///
+    /// A forcer leads when no sync is in flight, every dirty block is small enough to
+    /// write from here (at most `max_write_bytes` in at most [`LEAD_RUNS`] runs, none
+    /// overlapping a write in flight) and some waiter needs nothing the engine is still
+    /// writing. It takes every dirty block and one sync for every such waiter; later
+    /// forcers join the next group. The group-commit hold of [`plan_sync`] applies here
+    /// too: the group waits (until its deadline) for as many forcers as the last sync
+    /// served plus those waiting then, and the forcer that completes it leads.
+    ///
+    /// [`plan_sync`]: State::plan_sync
+    pub(crate) fn next_step(&mut self, lim: &Limits, now: Instant) -> Next {
+        if self.failed.is_some() || self.closing || self.sync_inflight.is_some() {
+            // A failure has already answered every waiter; a sync in flight hands on
+            // (its completion serves the next group) when it completes.
+            return Next::Park;
+        }
+        if !self.resubmit.is_empty() || !self.dirty_fits_a_lead(lim) {
+            return Next::WakeSubmitter;
+        }
+        let served: Vec<usize> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.sync.is_none() && w.result.is_none())
+            .filter(|(_, w)| self.min_pending_write_op(w.range) > w.target)
+            .map(|(k, _)| k)
+            .collect();
+        if served.is_empty() {
+            // Waiting for writes the engine has in flight: their completions serve us.
+            return Next::Park;
+        }
+        if let Some(until) = self.gather_until.filter(|&t| now < t) {
+            if served.len() < self.expected_group {
+                return Next::Wait(until);
+            }
+        }
+        self.gather_until = None;
+        // Every dirty block goes into this lead, so the sync covers everything but the
+        // engine's writes in flight.
+        let covers = self.min_pending_write_op(None).min(self.last_seq + 1);
+        let mut writes = Vec::new();
+        loop {
+            let Some(start) = self.index.dirty_from(0).next() else {
+                break;
+            };
+            let op = self.start_run(start, lim, now);
+            let Op::Write(w) = &mut self.ops[op] else {
+                unreachable!()
+            };
+            w.caller = true;
+            self.caller_writes += 1;
+            writes.push(LeadWrite {
+                op,
+                offset: w.next_offset(),
+                len: w.len - w.done,
+                iov: w.iov.0.as_ptr(),
+                iovcnt: w.iov.0.len(),
+            });
+        }
+        self.dirty_since = None;
+        let sync = self.ops.insert(Op::Sync(SyncOp {
+            covers,
+            pushed_at: now,
+            caller: true,
+        }));
+        for w in &served {
+            self.waiters[*w].sync = Some(sync);
+        }
+        self.sync_inflight = Some(sync);
+        self.stats.leader_syncs += 1;
+        Next::Lead(Lead { writes, sync })
+    }
+
+    /// Every dirty block can go into one lead (see [`next_step`](State::next_step)).
+    fn dirty_fits_a_lead(&self, lim: &Limits) -> bool {
+        if self.index.dirty_bytes() > lim.max_write_bytes {
+            return false;
+        }
+        let mut runs = 0;
+        let mut end = None;
+        for s in self.index.dirty_from(0) {
+            let len = self.index.get(s).expect("dirty block").len;
+            if self.overlaps_inflight(s, s + len) {
+                return false;
+            }
+            if end != Some(s) {
+                runs += 1;
+                if runs > LEAD_RUNS {
+                    return false;
+                }
+            }
+            end = Some(s + len);
+        }
+        true
+    }
+
+    /// The oldest seq among write ops in flight overlapping `range`; `u64::MAX` if none.
+    fn min_pending_write_op(&self, range: Option<(u64, u64)>) -> u64 {
+        self.ops
+            .iter()
+            .filter_map(|(_, op)| match op {
+                Op::Write(w) => {
+                    let hit = range.is_none_or(|(s, e)| w.offset < e && s < w.offset + w.len);
+                    hit.then_some(w.seq)
+                }
+                Op::Sync(_) => None,
+            })
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Applies what a lead's syscalls returned (`results[i]` for `lead.writes[i]`; the
+    /// sync's result, or `None` when it did not run because a write fell short or
+    /// failed). Wakes the forcers served, and hands on: the first forcer still waiting is
+    /// woken to lead the next group. Returns whether the submitter must be woken (a write
+    /// to resubmit).
+    pub(crate) fn finish_lead(
+        &mut self,
+        lead: Lead,
+        results: &[i32],
+        sync: Option<i32>,
+        lim: &Limits,
+        now: Instant,
+    ) -> bool {
+        debug_assert_eq!(lead.writes.len(), results.len());
+        for (w, &res) in lead.writes.iter().zip(results) {
+            if let Op::Write(op) = &mut self.ops[w.op] {
+                // Resubmitted, if at all, by the engine.
+                op.caller = false;
+            }
+            self.caller_writes -= 1;
+            self.complete(w.op, res, lim, now);
+        }
+        self.complete(lead.sync, sync.unwrap_or(-libc::ECANCELED), lim, now);
+        if self.sync_inflight.is_none() && self.failed.is_none() {
+            if let Some((_, w)) = self
+                .waiters
+                .iter()
+                .find(|(_, w)| w.sync.is_none() && w.result.is_none())
+            {
+                w.thread.unpark();
+            }
+        }
+        self.wants_wake(!self.resubmit.is_empty())
     }
 
     /// Applies one completion. Returns true if the handle just failed.
@@ -630,15 +831,29 @@ impl State {
         }
     }
 
-    /// Forgets every in-flight op without freeing its buffers: the kernel may still read
-    /// them and their completions will never be seen.
+    /// Forgets every op in flight in the engine without freeing its buffers: the kernel
+    /// may still read them and their completions will never be seen. Ops a leading forcer
+    /// runs stay: it applies their results itself.
     pub(crate) fn leak_in_flight(&mut self) {
-        for op in std::mem::take(&mut self.ops) {
-            std::mem::forget(op);
+        let engine_ops: Vec<usize> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| match op {
+                Op::Write(w) => !w.caller,
+                Op::Sync(s) => !s.caller,
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in engine_ops {
+            if let Op::Write(w) = &self.ops[k] {
+                self.inflight.remove(&w.offset);
+                self.writes_inflight -= 1;
+            }
+            if self.sync_inflight == Some(k) {
+                self.sync_inflight = None;
+            }
+            std::mem::forget(self.ops.remove(k));
         }
-        self.inflight.clear();
-        self.writes_inflight = 0;
-        self.sync_inflight = None;
         self.resubmit.clear();
     }
 }
@@ -859,6 +1074,90 @@ mod tests {
         let sync2 = f.plan_one_sync();
         f.st.complete(sync2, 0, &limits(), f.now);
         assert!(f.st.take_result(c).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_forcer_leads_its_commit_and_hands_on_to_the_next() {
+        let mut f = Fixture::new();
+        f.write(0, 100, 1);
+        f.write(100, 100, 1);
+        f.write(4096, 10, 1);
+        let a = f.force();
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now) else {
+            panic!("a lone forcer with little dirty data leads")
+        };
+        assert_eq!(lead.writes.len(), 2, "one write per run of dirty blocks");
+        assert_eq!((lead.writes[0].offset, lead.writes[0].len), (0, 200));
+        assert_eq!(
+            f.st.index.dirty_count(),
+            0,
+            "the lead took every dirty block"
+        );
+        assert!(f.st.idle(), "a lead's requests bring no engine completion");
+        // A write of the same range while the lead writes it is not sent by anybody.
+        f.write(0, 100, 2);
+        let b = f.force();
+        assert!(matches!(f.st.next_step(&limits(), f.now), Next::Park));
+        assert!(
+            write_ops(&f.plan()).is_empty(),
+            "one write in flight per range"
+        );
+        let results = [200, 10];
+        f.now += Duration::from_micros(300); // the sync took 300 us
+        let wake = f.st.finish_lead(lead, &results, Some(0), &limits(), f.now);
+        assert!(!wake, "nothing for the submitter");
+        assert!(f.st.take_result(a).unwrap().is_ok());
+        assert!(
+            f.st.take_result(b).is_none(),
+            "b's write came after the sync started"
+        );
+        // b is next: the group-commit hold (expected 2: one served, one waiting) ...
+        assert!(matches!(f.st.next_step(&limits(), f.now), Next::Wait(_)));
+        f.now += Duration::from_millis(1);
+        // ... until its deadline.
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now) else {
+            panic!("b leads after the hold")
+        };
+        f.st.finish_lead(lead, &[100], Some(-libc::EIO), &limits(), f.now);
+        assert_eq!(
+            f.st.take_result(b).unwrap().unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+        assert!(
+            f.st.check_failed().is_err(),
+            "a leader's failed sync latches"
+        );
+    }
+
+    #[test]
+    fn a_lead_whose_write_falls_short_syncs_nothing_and_resubmits() {
+        let mut f = Fixture::new();
+        f.write(0, 100, 1);
+        let a = f.force();
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now) else {
+            panic!()
+        };
+        let op = lead.writes[0].op;
+        f.st.sleeping = true;
+        assert!(
+            f.st.finish_lead(lead, &[40], None, &limits(), f.now),
+            "wake to resubmit"
+        );
+        assert!(f.st.take_result(a).is_none(), "not durable");
+        assert_eq!(f.st.stats.cancelled_fsyncs, 1);
+        assert!(!f.st.idle(), "the rest is the engine's now");
+        assert_eq!(
+            f.plan(),
+            vec![Push::Write {
+                op,
+                linked_sync: None
+            }]
+        );
+        assert_eq!(
+            f.bytes_of(op).len(),
+            60,
+            "resumed at the first unwritten byte"
+        );
     }
 
     #[test]
