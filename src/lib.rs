@@ -38,7 +38,7 @@ pub use file::FileHandle;
 pub use handle::Handle;
 pub use memory::MemoryHandle;
 pub use stats::{BackendKind, Stats};
-pub use wb::WriteBehindFile;
+pub use wb::{ForceFuture, WriteBehindFile};
 
 /// Test-only fault injection at the completion layer (feature `fault-injection`).
 #[cfg(feature = "fault-injection")]

@@ -694,7 +694,7 @@ fn leader_failure(backend: Backend, sync_fault: bool) {
     assert!(st.leader_syncs >= 2, "{what}: no leader");
     let ran = c.faults.syncs_seen() - syncs_before;
     assert!(
-        ran <= st.leader_syncs - 1,
+        ran < st.leader_syncs,
         "{what}: {ran} syncs ran, {} of them by leaders",
         st.leader_syncs - 1
     );

@@ -10,6 +10,7 @@ mod engine;
 mod engines;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+mod force_future;
 mod index;
 mod lead;
 mod pool;
@@ -35,6 +36,7 @@ use crate::fileio;
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
 use engine::Waker;
+pub use force_future::ForceFuture;
 use pool::{BufRef, Pool};
 use state::{Limits, Next, State};
 
@@ -178,7 +180,7 @@ impl Inner {
                 record(&mut st.stats.force_ns, began.elapsed().as_nanos() as u64);
                 return result;
             }
-            match st.next_step(&self.limits, Instant::now()) {
+            match st.next_step(&self.limits, Instant::now(), true) {
                 Next::Lead(lead) => {
                     drop(st);
                     let out = lead::run(
@@ -394,6 +396,58 @@ impl WriteBehindFile {
     /// The alignment writes must respect: the direct-I/O alignment, or 1 when buffered.
     pub fn alignment(&self) -> usize {
         self.inner.align
+    }
+
+    /// [`force`](Handle::force) as a `Future`, for async code: it resolves with what
+    /// `force` would return, once every write that returned before its first poll is
+    /// durable. It needs no particular executor and never blocks the thread that polls
+    /// it: the submission thread does the write-back and the sync, and async and
+    /// blocking forcers share the same group commits. Dropping it before it resolves
+    /// withdraws it (the writes stay buffered and are written back as usual).
+    ///
+    /// ```
+    /// # use writebehind::{Config, Handle, WriteBehindFile};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     // A minimal executor: any runtime works.
+    /// #     use std::task::{Context, Poll, Wake, Waker};
+    /// #     struct T(std::thread::Thread);
+    /// #     impl Wake for T { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = Waker::from(std::sync::Arc::new(T(std::thread::current())));
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+    /// #             return v;
+    /// #         }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// # fn main() -> std::io::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// let file = WriteBehindFile::create(dir.path().join("log"), &Config::default())?;
+    /// file.append(b"commit 1")?;
+    /// block_on(file.force_async())?; // or `.await` inside async code
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn force_async(&self) -> ForceFuture<'_> {
+        ForceFuture::new(&self.inner, None)
+    }
+
+    /// [`force_range`](Handle::force_range) as a `Future`; see
+    /// [`force_async`](Self::force_async). Errors as `force_range`'s (`EINVAL` when
+    /// `start > stop`).
+    pub fn force_range_async(&self, start: u64, stop: u64) -> ForceFuture<'_> {
+        if start > stop {
+            let e = os_msg(
+                libc::EINVAL,
+                format!("force_range: start {start} > stop {stop}"),
+            );
+            return ForceFuture::ready(&self.inner, Err(e));
+        }
+        if start == stop {
+            return ForceFuture::ready(&self.inner, self.inner.lock().check_failed());
+        }
+        ForceFuture::new(&self.inner, Some((start, stop)))
     }
 
     /// Same as [`force`](Handle::force), for code written against `std::fs::File`.

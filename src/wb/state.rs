@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::task::Waker;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -151,10 +152,39 @@ pub(crate) enum Op {
     Sync(SyncOp),
 }
 
+/// How a force waiter is woken: a blocking forcer's thread, or an async forcer's task.
+pub(crate) enum Notify {
+    Thread(Thread),
+    Task(Waker),
+}
+
+impl Notify {
+    /// Wakes the forcer. Called under the state lock: a task's waker must schedule the
+    /// task, not poll it inline (which is what wakers do).
+    fn wake(&self) {
+        match self {
+            Notify::Thread(t) => t.unpark(),
+            Notify::Task(w) => w.wake_by_ref(),
+        }
+    }
+}
+
+impl From<Thread> for Notify {
+    fn from(t: Thread) -> Self {
+        Notify::Thread(t)
+    }
+}
+
+impl From<Waker> for Notify {
+    fn from(w: Waker) -> Self {
+        Notify::Task(w)
+    }
+}
+
 struct Waiter {
     target: u64,
     range: Option<(u64, u64)>,
-    thread: Thread,
+    notify: Notify,
     sync: Option<usize>,
     result: Option<io::Result<()>>,
 }
@@ -254,7 +284,7 @@ impl State {
     pub(crate) fn add_waiter(
         &mut self,
         range: Option<(u64, u64)>,
-        thread: Thread,
+        notify: impl Into<Notify>,
     ) -> Option<usize> {
         if self.durable > self.last_seq {
             self.stats.forces_immediate += 1;
@@ -263,10 +293,42 @@ impl State {
         Some(self.waiters.insert(Waiter {
             target: self.last_seq,
             range,
-            thread,
+            notify: notify.into(),
             sync: None,
             result: None,
         }))
+    }
+
+    /// An async forcer polled again: keep its newest waker.
+    pub(crate) fn set_waker(&mut self, key: usize, waker: &Waker) {
+        if let Notify::Task(w) = &mut self.waiters[key].notify {
+            if !w.will_wake(waker) {
+                *w = waker.clone();
+            }
+        }
+    }
+
+    /// Removes a waiter whose forcer gave up (a dropped future), result or not. If it
+    /// may have been the one woken to lead the next group, the next waiter is woken in
+    /// its place, so no wake is lost.
+    pub(crate) fn withdraw(&mut self, key: usize) {
+        self.waiters.remove(key);
+        self.hand_on();
+    }
+
+    /// With no sync in flight, wakes the first forcer still waiting for one: it leads
+    /// the next group, or hands it to the submitter.
+    fn hand_on(&mut self) {
+        if self.sync_inflight.is_some() || self.failed.is_some() {
+            return;
+        }
+        if let Some((_, w)) = self
+            .waiters
+            .iter()
+            .find(|(_, w)| w.sync.is_none() && w.result.is_none())
+        {
+            w.notify.wake();
+        }
     }
 
     /// The waiter's result once decided (removing the waiter).
@@ -580,13 +642,17 @@ impl State {
     /// served plus those waiting then, and the forcer that completes it leads.
     ///
     /// [`plan_sync`]: State::plan_sync
-    pub(crate) fn next_step(&mut self, lim: &Limits, now: Instant) -> Next {
+    ///
+    /// A forcer that cannot lead (`can_lead` false: an async forcer, which must not
+    /// block its executor) gets [`Next::WakeSubmitter`] where it would lead or wait out
+    /// the hold: the submitter serves it, with the same hold (its timer).
+    pub(crate) fn next_step(&mut self, lim: &Limits, now: Instant, can_lead: bool) -> Next {
         if self.failed.is_some() || self.closing || self.sync_inflight.is_some() {
             // A failure has already answered every waiter; a sync in flight hands on
             // (its completion serves the next group) when it completes.
             return Next::Park;
         }
-        if !self.resubmit.is_empty() || !self.dirty_fits_a_lead(lim) {
+        if !can_lead || !self.resubmit.is_empty() || !self.dirty_fits_a_lead(lim) {
             return Next::WakeSubmitter;
         }
         let served: Vec<usize> = self
@@ -703,15 +769,7 @@ impl State {
             self.complete(w.op, res, lim, now);
         }
         self.complete(lead.sync, sync.unwrap_or(-libc::ECANCELED), lim, now);
-        if self.sync_inflight.is_none() && self.failed.is_none() {
-            if let Some((_, w)) = self
-                .waiters
-                .iter()
-                .find(|(_, w)| w.sync.is_none() && w.result.is_none())
-            {
-                w.thread.unpark();
-            }
-        }
+        self.hand_on();
         self.wants_wake(!self.resubmit.is_empty())
     }
 
@@ -793,7 +851,7 @@ impl State {
                 let mut served = 0;
                 for (_, w) in self.waiters.iter_mut().filter(|(_, w)| mine(w)) {
                     w.result = Some(Ok(()));
-                    w.thread.unpark();
+                    w.notify.wake();
                     served += 1;
                 }
                 self.stats.forces_served += served as u64;
@@ -827,7 +885,7 @@ impl State {
         for (_, w) in self.waiters.iter_mut().filter(|(_, w)| w.result.is_none()) {
             w.result = Some(Err(duplicate(&err)));
             w.sync = None;
-            w.thread.unpark();
+            w.notify.wake();
         }
     }
 
@@ -1083,7 +1141,7 @@ mod tests {
         f.write(100, 100, 1);
         f.write(4096, 10, 1);
         let a = f.force();
-        let Next::Lead(lead) = f.st.next_step(&limits(), f.now) else {
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, true) else {
             panic!("a lone forcer with little dirty data leads")
         };
         assert_eq!(lead.writes.len(), 2, "one write per run of dirty blocks");
@@ -1097,7 +1155,7 @@ mod tests {
         // A write of the same range while the lead writes it is not sent by anybody.
         f.write(0, 100, 2);
         let b = f.force();
-        assert!(matches!(f.st.next_step(&limits(), f.now), Next::Park));
+        assert!(matches!(f.st.next_step(&limits(), f.now, true), Next::Park));
         assert!(
             write_ops(&f.plan()).is_empty(),
             "one write in flight per range"
@@ -1112,10 +1170,13 @@ mod tests {
             "b's write came after the sync started"
         );
         // b is next: the group-commit hold (expected 2: one served, one waiting) ...
-        assert!(matches!(f.st.next_step(&limits(), f.now), Next::Wait(_)));
+        assert!(matches!(
+            f.st.next_step(&limits(), f.now, true),
+            Next::Wait(_)
+        ));
         f.now += Duration::from_millis(1);
         // ... until its deadline.
-        let Next::Lead(lead) = f.st.next_step(&limits(), f.now) else {
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, true) else {
             panic!("b leads after the hold")
         };
         f.st.finish_lead(lead, &[100], Some(-libc::EIO), &limits(), f.now);
@@ -1134,7 +1195,7 @@ mod tests {
         let mut f = Fixture::new();
         f.write(0, 100, 1);
         let a = f.force();
-        let Next::Lead(lead) = f.st.next_step(&limits(), f.now) else {
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, true) else {
             panic!()
         };
         let op = lead.writes[0].op;
