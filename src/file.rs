@@ -110,8 +110,8 @@ impl FileHandle {
         self.align
     }
 
-    /// Makes every write that returned before the call durable, as
-    /// [`File::sync_data`] does; the same as [`force`](Handle::force).
+    /// Makes every write that returned before the call durable with `fdatasync`, as
+    /// [`File::sync_data`] does, whatever [`Config::sync`] says.
     ///
     /// ```
     /// use writebehind::{Config, FileHandle, Handle};
@@ -121,7 +121,7 @@ impl FileHandle {
     /// f.sync_data().unwrap();
     /// ```
     pub fn sync_data(&self) -> io::Result<()> {
-        self.force()
+        fileio::sync(&self.file, SyncMode::Data)
     }
 
     /// Like [`sync_data`](FileHandle::sync_data), but always `fsync` (all metadata too),

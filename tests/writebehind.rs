@@ -259,3 +259,47 @@ fn reads_span_buffered_and_written_blocks() {
     }
     file.close().unwrap();
 }
+
+/// `sync_all` is `fsync` and `sync_data` is `fdatasync`, whatever `Config::sync` says; an
+/// `fsync` is owed whenever the file changed since the last one, so `sync_all` right
+/// after a `force` (by `fdatasync`) still syncs, and returns at once only when nothing
+/// changed since the last `fsync`.
+#[test]
+fn sync_all_after_force_still_fsyncs() {
+    for backend in [Backend::IoUring, Backend::Threads] {
+        for mode in [writebehind::SyncMode::Data, writebehind::SyncMode::All] {
+            let dir = scratch();
+            let cfg = Config::default().backend(backend).sync(mode);
+            let h = WriteBehindFile::create(dir.path().join("f"), &cfg).unwrap();
+            let fsyncs = || h.stats().fsyncs;
+            h.write(0, &page_image(0, 1)).unwrap();
+            h.force().unwrap();
+            let n = fsyncs();
+            h.sync_all().unwrap();
+            let owed = u64::from(mode == writebehind::SyncMode::Data);
+            assert_eq!(
+                fsyncs(),
+                n + owed,
+                "{backend:?} {mode:?}: sync_all after force"
+            );
+            h.sync_all().unwrap();
+            h.sync_data().unwrap();
+            h.force().unwrap();
+            assert_eq!(
+                fsyncs(),
+                n + owed,
+                "{backend:?} {mode:?}: nothing changed since"
+            );
+            h.write(PAGE as u64, &page_image(1, 1)).unwrap();
+            h.sync_data().unwrap();
+            assert_eq!(fsyncs(), n + owed + 1, "{backend:?} {mode:?}: sync_data");
+            h.sync_all().unwrap();
+            assert_eq!(
+                fsyncs(),
+                n + owed + 2,
+                "{backend:?} {mode:?}: sync_all after it"
+            );
+            h.close().unwrap();
+        }
+    }
+}

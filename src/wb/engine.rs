@@ -10,6 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::SyncMode;
 use crate::stats::BackendKind;
 
 /// A user_data value engines may use internally; the core never passes it.
@@ -54,9 +55,9 @@ pub(crate) trait Engine: Send {
         linked_sync: Option<u64>,
     ) -> io::Result<()>;
 
-    /// Queues a sync (per the handle's `SyncMode`) of the whole file. It covers the
+    /// Queues a sync of the whole file: `fdatasync` or `fsync` per `mode`. It covers the
     /// writes whose completions were returned before it was pushed.
-    fn push_sync(&mut self, user_data: u64) -> io::Result<()>;
+    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()>;
 
     /// Submits everything pushed, then waits until at least one completion is available,
     /// a waker fires, or `timeout` passes (`None`: no timeout); appends every available

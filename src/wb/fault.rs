@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::engine::{Completion, Engine, Waker};
+use crate::config::SyncMode;
 use crate::stats::BackendKind;
 
 /// What to do to one write completion.
@@ -340,8 +341,8 @@ impl Engine for FaultyEngine {
         Ok(())
     }
 
-    fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
-        self.inner.push_sync(user_data)?;
+    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()> {
+        self.inner.push_sync(user_data, mode)?;
         self.tracked
             .insert(user_data, Tracked::Sync { cancel: false });
         Ok(())
@@ -408,7 +409,7 @@ mod tests {
             }
             Ok(())
         }
-        fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+        fn push_sync(&mut self, user_data: u64, _: SyncMode) -> io::Result<()> {
             self.queued.push_back(Completion {
                 user_data,
                 result: 0,
@@ -456,7 +457,7 @@ mod tests {
         }
 
         fn sync(&mut self, ud: u64) -> Vec<Completion> {
-            self.engine.push_sync(ud).unwrap();
+            self.engine.push_sync(ud, SyncMode::Data).unwrap();
             self.wait()
         }
 

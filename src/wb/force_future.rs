@@ -80,7 +80,7 @@ impl Future for ForceFuture<'_> {
                     this.state = Stage::Done(None);
                     return Poll::Ready(Err(e));
                 }
-                let Some(key) = st.add_waiter(this.range, cx.waker().clone()) else {
+                let Some(key) = st.add_waiter(this.range, inner.sync, cx.waker().clone()) else {
                     this.state = Stage::Done(None);
                     return Poll::Ready(Ok(()));
                 };

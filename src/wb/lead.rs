@@ -8,7 +8,6 @@ use std::os::fd::AsRawFd;
 
 use super::state::Lead;
 use super::threads::{pwritev_raw, sync_fd};
-use crate::config::SyncMode;
 #[cfg(feature = "fault-injection")]
 use crate::fault::FaultInjector;
 
@@ -23,7 +22,6 @@ pub(crate) struct Outcome {
 pub(crate) fn run(
     file: &File,
     lead: &Lead,
-    mode: SyncMode,
     #[cfg(feature = "fault-injection")] faults: Option<&FaultInjector>,
 ) -> Outcome {
     let fd = file.as_raw_fd();
@@ -49,7 +47,7 @@ pub(crate) fn run(
         writes.push(res);
     }
     let sync = complete.then(|| {
-        let real = sync_fd(fd, mode);
+        let real = sync_fd(fd, lead.mode);
         #[cfg(feature = "fault-injection")]
         let res = faults.map_or(real, |f| f.caller_sync(real));
         #[cfg(not(feature = "fault-injection"))]

@@ -82,7 +82,7 @@ pub(crate) struct Inner {
     /// Direct-I/O alignment writes must respect; 1 when buffered.
     align: usize,
     direct: bool,
-    /// The sync a forcer leading a commit runs (the engines use the same).
+    /// What `force` asks for (`Config::sync`).
     sync: SyncMode,
     #[cfg(feature = "fault-injection")]
     faults: Option<fault::FaultInjector>,
@@ -168,11 +168,11 @@ impl Inner {
 
     /// Registers a waiter and waits for its result, leading a commit on this thread
     /// whenever the state machine says so (`State::next_step`).
-    fn force(&self, range: Option<(u64, u64)>) -> io::Result<()> {
+    fn force(&self, range: Option<(u64, u64)>, mode: SyncMode) -> io::Result<()> {
         let began = Instant::now();
         let mut st = self.lock();
         st.check_failed()?;
-        let Some(key) = st.add_waiter(range, thread::current()) else {
+        let Some(key) = st.add_waiter(range, mode, thread::current()) else {
             return Ok(());
         };
         loop {
@@ -186,7 +186,6 @@ impl Inner {
                     let out = lead::run(
                         &self.file,
                         &lead,
-                        self.sync,
                         #[cfg(feature = "fault-injection")]
                         self.faults.as_ref(),
                     );
@@ -309,6 +308,7 @@ impl WriteBehindFile {
             watermark: (max_write as u64).min(cfg.buffer_bytes as u64 / 4).max(1),
             max_dirty_age: cfg.max_dirty_age,
             align: align as u64,
+            sync: cfg.sync,
         };
 
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -450,14 +450,20 @@ impl WriteBehindFile {
         ForceFuture::new(&self.inner, Some((start, stop)))
     }
 
-    /// Same as [`force`](Handle::force), for code written against `std::fs::File`.
+    /// Like [`force`](Handle::force), but with `fdatasync` whatever `Config::sync` says,
+    /// as `std::fs::File::sync_data`.
     pub fn sync_data(&self) -> io::Result<()> {
-        self.force()
+        self.inner.force(None, SyncMode::Data)
     }
 
-    /// Same as [`force`](Handle::force) (the sync itself follows `Config::sync`).
+    /// Like [`force`](Handle::force), but with `fsync` (all metadata too) whatever
+    /// `Config::sync` says, as `std::fs::File::sync_all`. An `fsync` is owed whenever
+    /// the file may have changed since the last one, so this syncs even right after a
+    /// `force` by `fdatasync` made every write durable; it returns at once only when
+    /// nothing was written since the last `fsync`. Forcers of both kinds share group
+    /// commits (a group with any `sync_all` in it gets an `fsync`).
     pub fn sync_all(&self) -> io::Result<()> {
-        self.force()
+        self.inner.force(None, SyncMode::All)
     }
 
     /// Writes back everything still buffered (without an fsync: `force` first for
@@ -622,7 +628,7 @@ impl Handle for WriteBehindFile {
     }
 
     fn force(&self) -> io::Result<()> {
-        self.inner.force(None)
+        self.inner.force(None, self.inner.sync)
     }
 
     fn force_range(&self, start: u64, stop: u64) -> io::Result<()> {
@@ -635,7 +641,7 @@ impl Handle for WriteBehindFile {
         if start == stop {
             return self.inner.lock().check_failed();
         }
-        self.inner.force(Some((start, stop)))
+        self.inner.force(Some((start, stop)), self.inner.sync)
     }
 
     fn truncate_start(&self, new_start: u64) -> io::Result<()> {

@@ -20,6 +20,7 @@ use slab::Slab;
 
 use super::index::Index;
 use super::pool::BufRef;
+use crate::config::SyncMode;
 use crate::error::{duplicate, os};
 use crate::stats::{record, BackendKind, Stats};
 
@@ -39,6 +40,8 @@ pub(crate) struct Limits {
     pub max_dirty_age: Duration,
     /// Direct-I/O alignment (short writes resume at a multiple of it); 1 when buffered.
     pub align: u64,
+    /// The sync an engine links behind a write (`Config::sync`).
+    pub sync: SyncMode,
 }
 
 /// A request the submission thread must hand to the engine.
@@ -74,6 +77,8 @@ pub(crate) enum Next {
 pub(crate) struct Lead {
     pub writes: Vec<LeadWrite>,
     pub sync: usize,
+    /// `fdatasync`, or `fsync` when a waiter served needs it.
+    pub mode: SyncMode,
 }
 
 /// One write of a [`Lead`]. The iovecs point into buffers its op holds in the state
@@ -142,6 +147,10 @@ pub(crate) struct SyncOp {
     /// Every write with seq below this had completed when the sync was pushed (or will
     /// have, for a linked sync, if it runs at all).
     covers: u64,
+    /// `fdatasync` or `fsync`.
+    mode: SyncMode,
+    /// `State::changes` when it was pushed: an `fsync` covers that many.
+    changes: u64,
     pushed_at: Instant,
     /// Run by a forcer on its own thread (a [`Lead`]), not by the engine.
     caller: bool,
@@ -184,6 +193,8 @@ impl From<Waker> for Notify {
 struct Waiter {
     target: u64,
     range: Option<(u64, u64)>,
+    /// `Data` is served by any successful sync; `All` only by an `fsync`.
+    mode: SyncMode,
     notify: Notify,
     sync: Option<usize>,
     result: Option<io::Result<()>>,
@@ -205,6 +216,12 @@ pub(crate) struct State {
     pub last_seq: u64,
     /// Every write with seq below this is durable.
     durable: u64,
+    /// Changes to the file that an `fsync` (all metadata) must cover: write completions
+    /// so far, plus one for whatever the file went through before this handle.
+    changes: u64,
+    /// The `changes` covered by the newest successful `fsync`: `sync_all` must sync
+    /// while this is behind, even when every write is durable by `fdatasync`.
+    fsynced: u64,
     /// The latched error (errno): writes and forces fail with it from now on.
     pub failed: Option<i32>,
     pub closing: bool,
@@ -239,6 +256,8 @@ impl State {
             waiters: Slab::new(),
             last_seq: 0,
             durable: 1,
+            changes: 1,
+            fsynced: 0,
             failed: None,
             closing: false,
             sleeping: false,
@@ -280,19 +299,23 @@ impl State {
         self.wants_wake(age_clock || self.index.dirty_bytes() >= watermark)
     }
 
-    /// Registers a force waiter for writes up to now; `None` when already durable.
+    /// Registers a force waiter for writes up to now; `None` when already durable (and,
+    /// for `SyncMode::All`, when no change happened since the last `fsync`).
     pub(crate) fn add_waiter(
         &mut self,
         range: Option<(u64, u64)>,
+        mode: SyncMode,
         notify: impl Into<Notify>,
     ) -> Option<usize> {
-        if self.durable > self.last_seq {
+        let synced = mode == SyncMode::Data || self.fsynced >= self.changes;
+        if self.durable > self.last_seq && synced {
             self.stats.forces_immediate += 1;
             return None;
         }
         Some(self.waiters.insert(Waiter {
             target: self.last_seq,
             range,
+            mode,
             notify: notify.into(),
             sync: None,
             result: None,
@@ -359,6 +382,14 @@ impl State {
 
     pub(crate) fn op(&self, key: usize) -> &Op {
         &self.ops[key]
+    }
+
+    /// `fdatasync` or `fsync`, for sync op `key`.
+    pub(crate) fn sync_mode(&self, key: usize) -> SyncMode {
+        match &self.ops[key] {
+            Op::Sync(s) => s.mode,
+            Op::Write(_) => unreachable!("not a sync op"),
+        }
     }
 
     /// True once closing and nothing is left to do (or can be done).
@@ -507,7 +538,8 @@ impl State {
             }
         }
         if waiting && self.sync_inflight.is_none() {
-            self.plan_sync(if new_ops == 1 { last_new } else { None }, now, out);
+            let single_new = if new_ops == 1 { last_new } else { None };
+            self.plan_sync(single_new, lim, now, out);
         }
     }
 
@@ -575,7 +607,13 @@ impl State {
     /// take turns, each sync serving half of them. So after a sync completes, the next one
     /// waits (at most half a sync's time, 200 µs) until as many forcers are ready as the
     /// last sync served plus those that were waiting then.
-    fn plan_sync(&mut self, single_new: Option<usize>, now: Instant, out: &mut Vec<Push>) {
+    fn plan_sync(
+        &mut self,
+        single_new: Option<usize>,
+        lim: &Limits,
+        now: Instant,
+        out: &mut Vec<Push>,
+    ) {
         let ready = |st: &State, exclude: Option<usize>| -> Vec<usize> {
             st.waiters
                 .iter()
@@ -585,6 +623,16 @@ impl State {
                 .collect()
         };
         let now_ready = ready(self, None);
+        let needs_fsync =
+            |st: &State, ws: &[usize]| ws.iter().any(|w| st.waiters[*w].mode == SyncMode::All);
+        // A linked sync is the engine's (`Config::sync`): no link for a group that needs
+        // an fsync the engine would not run.
+        let single_new = single_new.filter(|_| {
+            lim.sync == SyncMode::All || {
+                let linked = ready(self, single_new);
+                !needs_fsync(self, &linked)
+            }
+        });
         let (serve, link) = match single_new {
             Some(op) => {
                 let linked = ready(self, Some(op));
@@ -605,8 +653,18 @@ impl State {
         self.gather_until = None;
         // Nothing pending means everything up to the newest write is in the file.
         let covers = self.min_pending(None, link).min(self.last_seq + 1);
+        let mode = if link.is_some() {
+            lim.sync
+        } else if needs_fsync(self, &serve) {
+            SyncMode::All
+        } else {
+            SyncMode::Data
+        };
         let key = self.ops.insert(Op::Sync(SyncOp {
             covers,
+            mode,
+            // A linked sync runs after its write's completion (which counts one change).
+            changes: self.changes + u64::from(link.is_some()),
             pushed_at: now,
             caller: false,
         }));
@@ -695,8 +753,19 @@ impl State {
             });
         }
         self.dirty_since = None;
+        let mode = if served
+            .iter()
+            .any(|w| self.waiters[*w].mode == SyncMode::All)
+        {
+            SyncMode::All
+        } else {
+            SyncMode::Data
+        };
         let sync = self.ops.insert(Op::Sync(SyncOp {
             covers,
+            mode,
+            // It runs after the lead's writes completed (each counts one change).
+            changes: self.changes + writes.len() as u64,
             pushed_at: now,
             caller: true,
         }));
@@ -705,7 +774,7 @@ impl State {
         }
         self.sync_inflight = Some(sync);
         self.stats.leader_syncs += 1;
-        Next::Lead(Lead { writes, sync })
+        Next::Lead(Lead { writes, sync, mode })
     }
 
     /// Every dirty block can go into one lead (see [`next_step`](State::next_step)).
@@ -782,6 +851,8 @@ impl State {
     }
 
     fn complete_write(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
+        // Even a failed write may have changed the file (part of it, its times).
+        self.changes += 1;
         let Op::Write(w) = &mut self.ops[key] else {
             unreachable!()
         };
@@ -847,6 +918,9 @@ impl State {
         match result {
             0 => {
                 self.durable = self.durable.max(s.covers);
+                if s.mode == SyncMode::All {
+                    self.fsynced = self.fsynced.max(s.changes);
+                }
                 self.stats.fsyncs += 1;
                 let mut served = 0;
                 for (_, w) in self.waiters.iter_mut().filter(|(_, w)| mine(w)) {
@@ -929,6 +1003,7 @@ mod tests {
             watermark: 1 << 30,
             max_dirty_age: Duration::from_secs(3600),
             align: 1,
+            sync: SyncMode::Data,
         }
     }
 
@@ -991,7 +1066,7 @@ mod tests {
         }
         fn force(&mut self) -> usize {
             self.st
-                .add_waiter(None, std::thread::current())
+                .add_waiter(None, SyncMode::Data, std::thread::current())
                 .expect("not yet durable")
         }
     }
@@ -1090,13 +1165,15 @@ mod tests {
         f.st.complete(sync, 0, &limits(), f.now);
         assert!(f.st.take_result(w).unwrap().is_ok());
         assert!(
-            f.st.add_waiter(None, std::thread::current()).is_none(),
+            f.st.add_waiter(None, SyncMode::Data, std::thread::current())
+                .is_none(),
             "nothing new to force"
         );
         // A later write needs a later sync: the first one does not cover it.
         f.write(0, 100, 2);
         assert!(
-            f.st.add_waiter(None, std::thread::current()).is_some(),
+            f.st.add_waiter(None, SyncMode::Data, std::thread::current())
+                .is_some(),
             "a new write counted as durable"
         );
     }
@@ -1219,6 +1296,60 @@ mod tests {
             60,
             "resumed at the first unwritten byte"
         );
+    }
+
+    #[test]
+    fn sync_all_owes_an_fsync_after_a_data_sync_and_groups_both_kinds() {
+        let mut f = Fixture::new();
+        let me = || std::thread::current();
+        // Both kinds wait for one new write: no data sync linked behind it (the group
+        // needs an fsync), then one fsync serves both.
+        f.write(0, 10, 1);
+        let data = f.force();
+        let all = f.st.add_waiter(None, SyncMode::All, me()).unwrap();
+        let pushes = f.plan();
+        let [Push::Write {
+            op,
+            linked_sync: None,
+        }] = pushes[..]
+        else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(op, 10, &limits(), f.now);
+        let sync = f.plan_one_sync();
+        assert_eq!(
+            f.st.sync_mode(sync),
+            SyncMode::All,
+            "the group has a sync_all"
+        );
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(all).unwrap().is_ok());
+        assert!(
+            f.st.take_result(data).unwrap().is_ok(),
+            "served by the fsync"
+        );
+        assert!(
+            f.st.add_waiter(None, SyncMode::All, me()).is_none(),
+            "nothing changed since the fsync"
+        );
+        // A data force: a linked fdatasync.
+        f.write(100, 10, 2);
+        let w = f.force();
+        let (op, sync) = f.plan_one_linked_write();
+        assert_eq!(f.st.sync_mode(sync), SyncMode::Data);
+        f.st.complete(op, 10, &limits(), f.now);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        assert!(f.st.add_waiter(None, SyncMode::Data, me()).is_none());
+        // Every write is durable, but the file changed since the last fsync.
+        let all = f.st.add_waiter(None, SyncMode::All, me());
+        let all = all.expect("sync_all after a data sync must fsync");
+        f.now += Duration::from_secs(1); // past the group hold
+        let sync = f.plan_one_sync();
+        assert_eq!(f.st.sync_mode(sync), SyncMode::All);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(all).unwrap().is_ok());
+        assert!(f.st.add_waiter(None, SyncMode::All, me()).is_none());
     }
 
     #[test]
@@ -1354,7 +1485,7 @@ mod tests {
         let ops = write_ops(&f.plan_forced());
         f.st.complete(ops[0], 10, &limits(), f.now);
         let w =
-            f.st.add_waiter(Some((0, 10)), std::thread::current())
+            f.st.add_waiter(Some((0, 10)), SyncMode::Data, std::thread::current())
                 .unwrap();
         let sync = f.plan_one_sync();
         f.st.complete(sync, 0, &limits(), f.now);

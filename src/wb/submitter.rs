@@ -96,7 +96,9 @@ fn push(engine: &mut dyn Engine, st: &mut State, p: Push, inner: &Inner, now: In
             }
             .map_err(|e| (op, linked_sync, e))
         }
-        Push::Sync { op } => engine.push_sync(op as u64).map_err(|e| (op, None, e)),
+        Push::Sync { op } => engine
+            .push_sync(op as u64, st.sync_mode(op))
+            .map_err(|e| (op, None, e)),
     };
     if let Err((op, linked, e)) = result {
         // A refused submission was never sent: a write is resubmitted (as after EAGAIN),

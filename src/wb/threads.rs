@@ -34,7 +34,7 @@ enum Op {
         iov: Iovecs,
         linked_sync: Option<u64>,
     },
-    Sync,
+    Sync(SyncMode),
 }
 
 struct Request {
@@ -78,7 +78,7 @@ impl Shared {
     /// Runs one request to completion, posting its completion(s).
     fn execute(&self, req: Request) {
         match req.op {
-            Op::Sync => self.complete(req.user_data, self.sync_now()),
+            Op::Sync(mode) => self.complete(req.user_data, sync_fd(self.file.as_raw_fd(), mode)),
             Op::Write {
                 offset,
                 iov,
@@ -279,8 +279,8 @@ impl Engine for ThreadsEngine {
         )
     }
 
-    fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
-        self.stage(user_data, Op::Sync)
+    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()> {
+        self.stage(user_data, Op::Sync(mode))
     }
 
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
@@ -404,7 +404,7 @@ mod tests {
         let mut engine = ThreadsEngine::new(file, SyncMode::All, 3).unwrap();
         assert_eq!(engine.workers.len(), 3);
         assert_eq!(engine.kind(), BackendKind::Threads);
-        engine.push_sync(9).unwrap();
+        engine.push_sync(9, SyncMode::Data).unwrap();
         let mut out = Vec::new();
         while out.is_empty() {
             engine.wait(None, &mut out).unwrap();
