@@ -136,6 +136,17 @@ impl Wake for CountingWaker {
     }
 }
 
+impl CountingWaker {
+    /// Waits (at most 30 s) until `n` wakes were counted.
+    fn wait_for(&self, n: usize, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.0.load(Ordering::SeqCst) < n {
+            assert!(std::time::Instant::now() < deadline, "{what}: lost wakes");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 fn poll_once<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(waker))
 }
@@ -196,14 +207,7 @@ mod held {
                 "{backend:?}: pending futures started threads"
             );
             // Every future is woken once the write lands and the sync completes.
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while counter.0.load(Ordering::SeqCst) < futures.len() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{backend:?}: lost wakes"
-                );
-                thread::sleep(Duration::from_millis(5));
-            }
+            counter.wait_for(futures.len(), &format!("{backend:?}"));
             for f in &mut futures {
                 match poll_once(f, &waker) {
                     Poll::Ready(r) => r.unwrap(),
@@ -239,14 +243,7 @@ mod held {
             assert!(still_held(&faults), "{backend:?}: the hold ended too early");
             // A blocking force joins and returns once the write lands.
             h.force().unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while counter.0.load(Ordering::SeqCst) < 2 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{backend:?}: lost wake"
-                );
-                thread::sleep(Duration::from_millis(1));
-            }
+            counter.wait_for(2, &format!("{backend:?}"));
             assert!(matches!(poll_once(&mut kept, &waker), Poll::Ready(Ok(()))));
             assert!(matches!(poll_once(&mut range, &waker), Poll::Ready(Ok(()))));
             // Force again after the cancellation: new data, new futures, all served.
@@ -292,14 +289,7 @@ mod held {
                 assert!(poll_once(f, &waker).is_pending());
             }
             assert!(still_held(&faults), "{backend:?}: the hold ended too early");
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while counter.0.load(Ordering::SeqCst) < futures.len() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{backend:?}: lost wakes"
-                );
-                thread::sleep(Duration::from_millis(5));
-            }
+            counter.wait_for(futures.len(), &format!("{backend:?}"));
             for f in &mut futures {
                 match poll_once(f, &waker) {
                     Poll::Ready(Err(e)) => assert_eq!(errno(&e), Some(libc::EIO)),

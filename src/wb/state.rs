@@ -653,25 +653,10 @@ impl State {
         self.gather_until = None;
         // Nothing pending means everything up to the newest write is in the file.
         let covers = self.min_pending(None, link).min(self.last_seq + 1);
-        let mode = if link.is_some() {
-            lim.sync
-        } else if needs_fsync(self, &serve) {
-            SyncMode::All
-        } else {
-            SyncMode::Data
-        };
-        let key = self.ops.insert(Op::Sync(SyncOp {
-            covers,
-            mode,
-            // A linked sync runs after its write's completion (which counts one change).
-            changes: self.changes + u64::from(link.is_some()),
-            pushed_at: now,
-            caller: false,
-        }));
-        for w in &serve {
-            self.waiters[*w].sync = Some(key);
-        }
-        self.sync_inflight = Some(key);
+        // A linked sync is the engine's, and runs after its write's completion.
+        let mode = link.map(|_| lim.sync);
+        let linked = u64::from(link.is_some());
+        let key = self.start_sync(&serve, covers, mode, linked, now, false);
         match link {
             Some(op) => {
                 let last = out
@@ -753,28 +738,43 @@ impl State {
             });
         }
         self.dirty_since = None;
-        let mode = if served
-            .iter()
-            .any(|w| self.waiters[*w].mode == SyncMode::All)
-        {
-            SyncMode::All
-        } else {
-            SyncMode::Data
-        };
-        let sync = self.ops.insert(Op::Sync(SyncOp {
+        let sync = self.start_sync(&served, covers, None, writes.len() as u64, now, true);
+        self.stats.leader_syncs += 1;
+        let mode = self.sync_mode(sync);
+        Next::Lead(Lead { writes, sync, mode })
+    }
+
+    /// Records the sync in flight for waiters `serve` and returns its op. `mode`: `None`
+    /// for an `fsync` if any of them needs one, else `fdatasync`. It runs after `linked`
+    /// write completions still to come (each a change it covers).
+    fn start_sync(
+        &mut self,
+        serve: &[usize],
+        covers: u64,
+        mode: Option<SyncMode>,
+        linked: u64,
+        now: Instant,
+        caller: bool,
+    ) -> usize {
+        let mode = mode.unwrap_or({
+            if serve.iter().any(|w| self.waiters[*w].mode == SyncMode::All) {
+                SyncMode::All
+            } else {
+                SyncMode::Data
+            }
+        });
+        let key = self.ops.insert(Op::Sync(SyncOp {
             covers,
             mode,
-            // It runs after the lead's writes completed (each counts one change).
-            changes: self.changes + writes.len() as u64,
+            changes: self.changes + linked,
             pushed_at: now,
-            caller: true,
+            caller,
         }));
-        for w in &served {
-            self.waiters[*w].sync = Some(sync);
+        for w in serve {
+            self.waiters[*w].sync = Some(key);
         }
-        self.sync_inflight = Some(sync);
-        self.stats.leader_syncs += 1;
-        Next::Lead(Lead { writes, sync, mode })
+        self.sync_inflight = Some(key);
+        key
     }
 
     /// Every dirty block can go into one lead (see [`next_step`](State::next_step)).
