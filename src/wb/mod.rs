@@ -103,9 +103,39 @@ fn write_range_end(offset: u64, len: usize) -> io::Result<u64> {
     Ok(end)
 }
 
+/// The state lock, held. Forcers whose waiters were answered while it was held are
+/// woken when it is released, after the unlock: woken under the lock, they would run
+/// into it and block a second time.
+pub(crate) struct StateGuard<'a>(Option<MutexGuard<'a, State>>);
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.0.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.0.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(mut st) = self.0.take() {
+            let wakes = st.take_wakes();
+            drop(st);
+            for w in wakes {
+                w.wake();
+            }
+        }
+    }
+}
+
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> StateGuard<'_> {
+        StateGuard(Some(self.state.lock().unwrap_or_else(|p| p.into_inner())))
     }
 
     fn check_aligned(&self, offset: u64, len: usize) -> io::Result<()> {

@@ -162,15 +162,16 @@ pub(crate) enum Op {
 }
 
 /// How a force waiter is woken: a blocking forcer's thread, or an async forcer's task.
+#[derive(Clone)]
 pub(crate) enum Notify {
     Thread(Thread),
     Task(Waker),
 }
 
 impl Notify {
-    /// Wakes the forcer. Called under the state lock: a task's waker must schedule the
-    /// task, not poll it inline (which is what wakers do).
-    fn wake(&self) {
+    /// Wakes the forcer. Called once the state lock is released (see
+    /// [`State::take_wakes`]), so the forcer does not wake into a held lock.
+    pub(crate) fn wake(&self) {
         match self {
             Notify::Thread(t) => t.unpark(),
             Notify::Task(w) => w.wake_by_ref(),
@@ -230,6 +231,8 @@ pub(crate) struct State {
     /// The submitter's wait has a timer of at most `max_dirty_age`: new dirty data need
     /// not wake it, the timer comes back in time to start its age clock.
     pub timed_sleep: bool,
+    /// Forcers to wake once the lock is released (`take_wakes`).
+    to_wake: Vec<Notify>,
     /// A wake-up was sent and the submitter has not run since.
     pub wake_sent: bool,
     dirty_since: Option<Instant>,
@@ -262,6 +265,7 @@ impl State {
             closing: false,
             sleeping: false,
             timed_sleep: false,
+            to_wake: Vec::new(),
             wake_sent: false,
             dirty_since: None,
             cursor: 0,
@@ -350,8 +354,14 @@ impl State {
             .iter()
             .find(|(_, w)| w.sync.is_none() && w.result.is_none())
         {
-            w.notify.wake();
+            self.to_wake.push(w.notify.clone());
         }
+    }
+
+    /// The forcers whose waiters changed (a result, or their turn to lead) since the
+    /// last call: the caller wakes them after releasing the lock.
+    pub(crate) fn take_wakes(&mut self) -> Vec<Notify> {
+        std::mem::take(&mut self.to_wake)
     }
 
     /// The waiter's result once decided (removing the waiter).
@@ -925,7 +935,7 @@ impl State {
                 let mut served = 0;
                 for (_, w) in self.waiters.iter_mut().filter(|(_, w)| mine(w)) {
                     w.result = Some(Ok(()));
-                    w.notify.wake();
+                    self.to_wake.push(w.notify.clone());
                     served += 1;
                 }
                 self.stats.forces_served += served as u64;
@@ -959,7 +969,7 @@ impl State {
         for (_, w) in self.waiters.iter_mut().filter(|(_, w)| w.result.is_none()) {
             w.result = Some(Err(duplicate(&err)));
             w.sync = None;
-            w.notify.wake();
+            self.to_wake.push(w.notify.clone());
         }
     }
 
