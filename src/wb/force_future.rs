@@ -96,7 +96,7 @@ impl Future for ForceFuture<'_> {
             return Poll::Ready(result);
         }
         st.set_waker(key, cx.waker());
-        let wake = match st.next_step(&inner.limits, Instant::now(), false) {
+        let wake = match st.next_step(&inner.limits, Instant::now(), key, false) {
             Next::Lead(_) | Next::Wait(_) => unreachable!("a future never leads"),
             Next::Park => false,
             Next::WakeSubmitter => st.wants_wake(true),

@@ -210,7 +210,7 @@ impl Inner {
                 record(&mut st.stats.force_ns, began.elapsed().as_nanos() as u64);
                 return result;
             }
-            match st.next_step(&self.limits, Instant::now(), true) {
+            match st.next_step(&self.limits, Instant::now(), key, true) {
                 Next::Lead(lead) => {
                     drop(st);
                     let out = lead::run(

@@ -241,6 +241,9 @@ pub(crate) struct State {
     /// next one, and until when the next sync may wait for that many to be ready.
     expected_group: usize,
     gather_until: Option<Instant>,
+    /// The forcer that keeps the group-commit hold's deadline (a timed park); the
+    /// others park without a timer. Cleared when a sync starts.
+    hold_watcher: Option<usize>,
     pub start: u64,
     pub end: u64,
     pub stats: Stats,
@@ -271,6 +274,7 @@ impl State {
             cursor: 0,
             expected_group: 1,
             gather_until: None,
+            hold_watcher: None,
             start,
             end,
             stats: Stats::new(backend),
@@ -340,6 +344,9 @@ impl State {
     /// its place, so no wake is lost.
     pub(crate) fn withdraw(&mut self, key: usize) {
         self.waiters.remove(key);
+        if self.hold_watcher == Some(key) {
+            self.hold_watcher = None;
+        }
         self.hand_on();
     }
 
@@ -699,7 +706,13 @@ impl State {
     /// A forcer that cannot lead (`can_lead` false: an async forcer, which must not
     /// block its executor) gets [`Next::WakeSubmitter`] where it would lead or wait out
     /// the hold: the submitter serves it, with the same hold (its timer).
-    pub(crate) fn next_step(&mut self, lim: &Limits, now: Instant, can_lead: bool) -> Next {
+    pub(crate) fn next_step(
+        &mut self,
+        lim: &Limits,
+        now: Instant,
+        me: usize,
+        can_lead: bool,
+    ) -> Next {
         if self.failed.is_some() || self.closing || self.sync_inflight.is_some() {
             // A failure has already answered every waiter; a sync in flight hands on
             // (its completion serves the next group) when it completes.
@@ -721,7 +734,14 @@ impl State {
         }
         if let Some(until) = self.gather_until.filter(|&t| now < t) {
             if served.len() < self.expected_group {
-                return Next::Wait(until);
+                // One forcer keeps the deadline; the rest park until a sync serves them
+                // (a timer each would wake them all for nothing when the group fills).
+                let watcher = *self.hold_watcher.get_or_insert(me);
+                return if watcher == me {
+                    Next::Wait(until)
+                } else {
+                    Next::Park
+                };
             }
         }
         self.gather_until = None;
@@ -784,6 +804,7 @@ impl State {
             self.waiters[*w].sync = Some(key);
         }
         self.sync_inflight = Some(key);
+        self.hold_watcher = None;
         key
     }
 
@@ -1228,8 +1249,9 @@ mod tests {
         f.write(100, 100, 1);
         f.write(4096, 10, 1);
         let a = f.force();
-        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, true) else {
-            panic!("a lone forcer with little dirty data leads")
+        let a2 = f.force(); // another forcer of the same writes: one group
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, a, true) else {
+            panic!("a forcer with little dirty data leads")
         };
         assert_eq!(lead.writes.len(), 2, "one write per run of dirty blocks");
         assert_eq!((lead.writes[0].offset, lead.writes[0].len), (0, 200));
@@ -1242,7 +1264,10 @@ mod tests {
         // A write of the same range while the lead writes it is not sent by anybody.
         f.write(0, 100, 2);
         let b = f.force();
-        assert!(matches!(f.st.next_step(&limits(), f.now, true), Next::Park));
+        assert!(matches!(
+            f.st.next_step(&limits(), f.now, b, true),
+            Next::Park
+        ));
         assert!(
             write_ops(&f.plan()).is_empty(),
             "one write in flight per range"
@@ -1252,25 +1277,36 @@ mod tests {
         let wake = f.st.finish_lead(lead, &results, Some(0), &limits(), f.now);
         assert!(!wake, "nothing for the submitter");
         assert!(f.st.take_result(a).unwrap().is_ok());
+        assert!(f.st.take_result(a2).unwrap().is_ok());
         assert!(
             f.st.take_result(b).is_none(),
             "b's write came after the sync started"
         );
-        // b is next: the group-commit hold (expected 2: one served, one waiting) ...
+        // b is next: the group-commit hold (expected 3: two served, one waiting) ...
         assert!(matches!(
-            f.st.next_step(&limits(), f.now, true),
+            f.st.next_step(&limits(), f.now, b, true),
             Next::Wait(_)
+        ));
+        // ... which one forcer watches; others arriving meanwhile park without a timer.
+        f.write(300, 10, 3);
+        let c = f.force();
+        assert!(matches!(
+            f.st.next_step(&limits(), f.now, c, true),
+            Next::Park
         ));
         f.now += Duration::from_millis(1);
         // ... until its deadline.
-        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, true) else {
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, b, true) else {
             panic!("b leads after the hold")
         };
-        f.st.finish_lead(lead, &[100], Some(-libc::EIO), &limits(), f.now);
-        assert_eq!(
-            f.st.take_result(b).unwrap().unwrap_err().raw_os_error(),
-            Some(libc::EIO)
-        );
+        assert_eq!(lead.writes.len(), 2, "b's and c's writes");
+        f.st.finish_lead(lead, &[100, 10], Some(-libc::EIO), &limits(), f.now);
+        for w in [b, c] {
+            assert_eq!(
+                f.st.take_result(w).unwrap().unwrap_err().raw_os_error(),
+                Some(libc::EIO)
+            );
+        }
         assert!(
             f.st.check_failed().is_err(),
             "a leader's failed sync latches"
@@ -1282,7 +1318,7 @@ mod tests {
         let mut f = Fixture::new();
         f.write(0, 100, 1);
         let a = f.force();
-        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, true) else {
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, a, true) else {
             panic!()
         };
         let op = lead.writes[0].op;
