@@ -37,6 +37,7 @@ pub struct ConfigJson {
     pub direct: bool,
     pub force_every: u64,
     pub buffer_bytes: Option<u64>,
+    pub preallocate: Option<u64>,
     pub repetition: u32,
     pub repeat: u32,
 }
@@ -216,6 +217,7 @@ pub fn run_json<'a>(
             direct: c.direct,
             force_every: c.force_every,
             buffer_bytes: c.buffer_bytes,
+            preallocate: c.preallocate,
             repetition: run.repetition,
             repeat,
         },

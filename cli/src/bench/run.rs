@@ -274,6 +274,7 @@ pub(crate) mod tests {
                 _ => 10,
             },
             buffer_bytes: None,
+            preallocate: None,
         }
     }
 
