@@ -72,7 +72,7 @@ fn ack(c: &mut Criterion) {
                 // A stride coprime with SPAN visits every page once per pass.
                 let page = i.wrapping_mul(stride) % SPAN;
                 i = i.wrapping_add(1);
-                if i % SPAN == 0 {
+                if i.is_multiple_of(SPAN) {
                     wb.set_len(0).expect("set_len");
                 }
                 wb.write(black_box(page * PAGE as u64), black_box(&data))
