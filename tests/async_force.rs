@@ -212,10 +212,11 @@ mod held {
                 still_held(&faults),
                 "{backend:?}: polling took longer than the hold; nothing was pending"
             );
-            assert_eq!(
-                threads(),
-                before,
-                "{backend:?}: pending futures started threads"
+            // (A thread of an earlier handle may still be exiting: only new ones count.)
+            let started: Vec<u32> = threads().difference(&before).copied().collect();
+            assert!(
+                started.is_empty(),
+                "{backend:?}: pending futures started threads {started:?}"
             );
             // Every future is woken once the write lands and the sync completes.
             counter.wait_for(futures.len(), &format!("{backend:?}"));
