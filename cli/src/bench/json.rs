@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::cli::Stop;
 use super::machine::Machine;
+use super::redb::RedbFigures;
 use super::run::{CellRun, Figures};
 
 /// The schema version written into every object. Bump it when a field changes meaning
@@ -28,6 +29,7 @@ pub struct RunJson<'a> {
 pub struct ConfigJson {
     pub workload: &'static str,
     pub backend: &'static str,
+    pub batch: Option<u64>,
     pub threads: u32,
     pub readers: u32,
     pub write_size: u64,
@@ -75,6 +77,60 @@ pub struct FiguresJson {
     pub force_ns: Option<LatencyJson>,
     pub reads: Option<ReadsJson>,
     pub writebehind: Option<WriteBehindJson>,
+    pub redb: Option<RedbJson>,
+}
+
+/// The redb workload: commits, inserts, and redb's calls to its storage backend.
+#[derive(Serialize)]
+pub struct RedbJson {
+    pub batch: u64,
+    pub commits: u64,
+    pub commits_per_s: f64,
+    pub inserts: u64,
+    pub inserts_per_s: f64,
+    pub commit_ns: Option<LatencyJson>,
+    pub cpu_ns_per_commit: f64,
+    pub backend_calls: BackendCallsJson,
+}
+
+/// redb's calls to its storage backend during the loop, and the time inside them.
+#[derive(Serialize)]
+pub struct BackendCallsJson {
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub write_total_ns: u64,
+    pub syncs: u64,
+    pub sync_total_ns: u64,
+    pub sync_data_ns: Option<LatencyJson>,
+    pub set_lens: u64,
+    pub set_len_total_ns: u64,
+    pub reads: u64,
+    pub read_total_ns: u64,
+}
+
+fn redb_json(f: &Figures, r: &RedbFigures) -> RedbJson {
+    let c = &r.calls;
+    RedbJson {
+        batch: r.batch,
+        commits: f.m.ops,
+        commits_per_s: f.loop_ops_per_s(),
+        inserts: f.m.ops * r.batch,
+        inserts_per_s: f.loop_ops_per_s() * r.batch as f64,
+        commit_ns: LatencyJson::of(&f.m.ack),
+        cpu_ns_per_commit: (f.cpu.user + f.cpu.sys).as_nanos() as f64 / f.m.ops.max(1) as f64,
+        backend_calls: BackendCallsJson {
+            writes: c.writes,
+            write_bytes: c.write_bytes,
+            write_total_ns: c.write_ns,
+            syncs: c.syncs,
+            sync_total_ns: c.sync_ns,
+            sync_data_ns: LatencyJson::of(&r.sync),
+            set_lens: c.set_lens,
+            set_len_total_ns: c.set_len_ns,
+            reads: c.reads,
+            read_total_ns: c.read_ns,
+        },
+    }
 }
 
 /// A latency distribution in nanoseconds.
@@ -176,6 +232,7 @@ fn figures_json(f: &Figures) -> FiguresJson {
             handle_write_ack_ns: LatencyJson::of(&s.write_ack_ns),
             handle_force_ns: LatencyJson::of(&s.force_ns),
         }),
+        redb: f.redb.as_ref().map(|r| redb_json(f, r)),
     }
 }
 
@@ -201,6 +258,7 @@ pub fn run_json<'a>(
         config: ConfigJson {
             workload: c.workload.name(),
             backend: c.backend.name(),
+            batch: (c.workload == super::cli::Workload::Redb).then_some(c.batch),
             threads: c.threads,
             readers: c.readers,
             write_size: c.write_size,
