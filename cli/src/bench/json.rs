@@ -303,10 +303,27 @@ pub fn document(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::cli::{Stop, Workload};
+    use crate::bench::cli::{CellConfig, Stop, Workload};
     use crate::bench::run::tests::{cell, machine};
     use serde_json::Value;
     use writebehind::{BackendKind, Stats};
+
+    fn redb_figures() -> Figures {
+        let mut f = crate::bench::report::tests::figures(1000, 300_000, 1000);
+        let mut sync = crate::bench::workloads::latency_histogram();
+        sync.record_n(200_000, 1000).unwrap();
+        f.redb = Some(RedbFigures {
+            batch: 100,
+            calls: crate::bench::redb::BackendCalls {
+                writes: 7000,
+                write_bytes: 7000 * 4096,
+                syncs: 1000,
+                ..Default::default()
+            },
+            sync,
+        });
+        f
+    }
 
     fn sample_runs() -> Vec<CellRun> {
         let mut f = crate::bench::report::tests::figures(1000, 2000, 3);
@@ -322,6 +339,15 @@ mod tests {
                 cell: cell(Workload::Mixed, Stop::Ops(1000)),
                 repetition: 1,
                 outcome: Ok(f),
+            },
+            CellRun {
+                cell: CellConfig {
+                    workload: Workload::Redb,
+                    batch: 100,
+                    ..cell(Workload::Log, Stop::Ops(1000))
+                },
+                repetition: 1,
+                outcome: Ok(redb_figures()),
             },
             CellRun {
                 cell: cell(
@@ -363,7 +389,7 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&doc).unwrap();
         let runs = v.as_array().unwrap();
-        assert_eq!(runs.len(), 2);
+        assert_eq!(runs.len(), 3);
         let ok = &runs[0];
         assert_eq!(ok["schema"], SCHEMA);
         assert_eq!(ok["machine"]["kernel"], "Linux test");
@@ -412,11 +438,22 @@ mod tests {
             "empty histogram is null"
         );
 
-        let failed = &runs[1]["result"];
+        assert!(ok["result"]["redb"].is_null());
+        assert!(ok["config"]["batch"].is_null());
+        let redb = &runs[1];
+        assert_eq!(redb["config"]["batch"], 100);
+        let r = &redb["result"]["redb"];
+        assert_eq!(r["commits"], 1000);
+        assert_eq!(r["inserts"], 100_000);
+        assert_eq!(r["backend_calls"]["writes"], 7000);
+        assert_eq!(r["backend_calls"]["sync_data_ns"]["count"], 1000);
+        assert!(r["commit_ns"]["p50"].as_u64().unwrap().abs_diff(300_000) < 1000);
+
+        let failed = &runs[2]["result"];
         assert_eq!(failed["status"], "error");
         assert_eq!(failed["error"], "EIO");
         assert!(failed.get("ops_per_s").is_none());
-        assert_eq!(runs[1]["config"]["duration_s"], 2.0);
+        assert_eq!(runs[2]["config"]["duration_s"], 2.0);
     }
 
     #[test]
@@ -426,7 +463,9 @@ mod tests {
         let doc = document(&sample_runs(), 1, &m, "t", "c");
         let v: Value = serde_json::from_str(&doc).unwrap();
         let mut all = Vec::new();
-        keys(&v[0], "", &mut all);
+        for run in v.as_array().unwrap() {
+            keys(run, "", &mut all);
+        }
         let docs = include_str!("../../../docs/benchmarks.md");
         let missing: Vec<&String> = all
             .iter()
