@@ -37,6 +37,10 @@
 //! The test can fail: `skipped_syncs_*` and `syncs_covering_submitted_writes_*` switch
 //! on a deliberate bug (`fault::Mutation`) and assert that the same loop finds lost bytes.
 //!
+//! With the `redb` feature, tests/power_loss/with_redb.rs runs redb on the handles through
+//! the same cuts ([`cut_series`]): every transaction whose `commit()` returned is present
+//! after the cut, whole, and none is partly visible.
+//!
 //! Time: a child writes for 30–150 ms before its cut; one that is not ready within 20 s,
 //! or a mount still busy 10 s after the cut, fails the test rather than hang it.
 //!
