@@ -327,13 +327,11 @@ impl Disk {
     }
 }
 
+/// A child's environment variables.
+type Env = Vec<(&'static str, String)>;
+
 /// The environment of a child.
-fn child_env(
-    disk: &Disk,
-    kind: Kind,
-    mutation: Option<Mutation>,
-    seed: u64,
-) -> Vec<(&'static str, String)> {
+fn child_env(disk: &Disk, kind: Kind, mutation: Option<Mutation>, seed: u64) -> Env {
     vec![
         ("WB_POWER_PATH", disk.mnt.join(FILE).display().to_string()),
         ("WB_POWER_HANDLE", kind.name.to_string()),
@@ -392,7 +390,7 @@ fn cut_series(
     name: &str,
     disk: &mut Disk,
     child: &str,
-    env: &dyn Fn(&Disk, u64) -> Vec<(&'static str, String)>,
+    env: &dyn Fn(&Disk, u64) -> Env,
     cuts: usize,
     delays: Delays,
     check: &mut dyn FnMut(&mut Disk, Cut) -> bool,

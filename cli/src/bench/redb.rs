@@ -331,7 +331,7 @@ fn commit_loop(db: &Database, cell: &CellConfig, progress: ProgressFn<'_>) -> io
     let start = Instant::now();
     let mut shown = start;
     let mut key = 0u64;
-    while !quota.is_some_and(|q| m.ops >= q) && !sys::interrupted() {
+    while quota.is_none_or(|q| m.ops < q) && !sys::interrupted() {
         let tx = db.begin_write().map_err(storage_error)?;
         {
             let mut t = tx.open_table(TABLE).map_err(storage_error)?;
