@@ -179,8 +179,8 @@ impl FileHandle {
         self.align
     }
 
-    /// Makes every write that returned before the call durable, as
-    /// [`File::sync_data`] does; the same as [`force`](Handle::force).
+    /// Makes every write that returned before the call durable with `fdatasync`, as
+    /// [`File::sync_data`] does, whatever [`Config::sync`] says.
     ///
     /// ```
     /// use writebehind::{Config, FileHandle, Handle};
@@ -190,7 +190,7 @@ impl FileHandle {
     /// f.sync_data().unwrap();
     /// ```
     pub fn sync_data(&self) -> io::Result<()> {
-        self.force()
+        fileio::sync(&self.file, SyncMode::Data)
     }
 
     /// Like [`sync_data`](FileHandle::sync_data), but always `fsync` (all metadata too),

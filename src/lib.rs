@@ -42,7 +42,7 @@ pub use fileio::{dio_alignment, AlignmentSource, DioAlignment, OpenMode};
 pub use handle::Handle;
 pub use memory::MemoryHandle;
 pub use stats::{BackendKind, Stats};
-pub use wb::WriteBehindFile;
+pub use wb::{ForceFuture, WriteBehindFile};
 
 /// The histogram crate whose types appear in [`Stats`], re-exported so that callers use
 /// the same version.

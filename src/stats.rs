@@ -56,6 +56,10 @@ pub struct Stats {
     /// `force`/`force_range` calls that were satisfied by an fsync (the group-commit
     /// ratio is `forces_served / fsyncs`).
     pub forces_served: u64,
+    /// Syncs a forcer ran on its own thread, with the writes before them (leader of a
+    /// group commit), rather than the submission thread on the engine; counted when
+    /// started, successful or not.
+    pub leader_syncs: u64,
     /// `force`/`force_range` calls that found every earlier write already durable.
     pub forces_immediate: u64,
     /// Times a writer waited for buffer space.
@@ -104,6 +108,7 @@ impl Stats {
             blocks_per_write: Histogram::new_with_bounds(1, 1 << 20, 3).expect("valid bounds"),
             fsyncs: 0,
             forces_served: 0,
+            leader_syncs: 0,
             forces_immediate: 0,
             backpressure_waits: 0,
             backpressure_wait_ns: 0,

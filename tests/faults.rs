@@ -27,6 +27,9 @@ use writebehind::{errno, Backend, Config, Handle, WriteBehindFile};
 
 const PAGE: usize = 4096;
 const BACKENDS: [Backend; 2] = [Backend::IoUring, Backend::Threads];
+/// Separate runs of dirty pages that make the submitter, not a forcer, write them
+/// (a forcer leads a commit of at most 4 runs; see docs/design.md).
+const SCATTERED: u64 = 8;
 
 /// A handle whose write-back starts only on `force`, backpressure or close (a dirty age
 /// of an hour, a 1 MiB merge limit), so the tests know which completion a fault hits.
@@ -281,6 +284,42 @@ fn eagain_and_eintr_are_retried() {
                     "{what}: the retried write was not rewritten in full"
                 );
                 c.assert_shows_model(&what);
+                let (r, file, model, _) = c.close();
+                r.unwrap();
+                assert!(file == model, "{what}: file differs");
+            });
+        }
+    }
+}
+
+/// A write push the engine refuses (io_uring's `EBUSY`/`EAGAIN` on submission) is put
+/// back for resubmission after the planner ran; the submitter must come back for it on
+/// its own: no completion is on its way and the forcer already sent its wake-up. Without
+/// that the force below parks forever (the watchdog fails the test).
+#[test]
+fn refused_write_push_is_resubmitted_without_a_wake() {
+    for backend in BACKENDS {
+        for code in [libc::EAGAIN, libc::EBUSY] {
+            watchdog("refused push", 30, move || {
+                let what = format!("{} refused with {code}", label(backend, false));
+                let mut c = Case::new(backend, false);
+                // Scattered pages (more runs than a forcer writes itself): the engine
+                // writes them.
+                for p in 0..SCATTERED {
+                    c.write_pages(2 * p, 1, 1).unwrap();
+                }
+                c.faults.refuse_write_push(0, code);
+                c.faults.refuse_write_push(1, code);
+                c.h.force().unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(c.faults.injected().refused_pushes, 2, "{what}");
+                assert_eq!(c.h.stats().bytes_written, SCATTERED * PAGE as u64, "{what}");
+                // A second force after the retries: served as usual.
+                for p in 0..SCATTERED {
+                    c.write_pages(2 * p + 1, 1, 2).unwrap();
+                }
+                c.faults.refuse_write_push(0, code);
+                c.h.force()
+                    .unwrap_or_else(|e| panic!("{what}: second force: {e}"));
                 let (r, file, model, _) = c.close();
                 r.unwrap();
                 assert!(file == model, "{what}: file differs");
@@ -589,6 +628,69 @@ fn many_forcers(backend: Backend, sync_fault: bool) {
     let h = Arc::into_inner(h).expect("all workers joined");
     assert_err(&format!("{what}: close"), h.close(), libc::EIO);
     eprintln!("{what}: {total_ok} forces succeeded before the fault");
+}
+
+/// A forcer that leads a commit runs the writes and the sync on its own thread; a sync
+/// that fails there reaches every forcer waiting, whether it was in the leader's group or
+/// waiting for the next, and latches. And a write fault on the leader's thread cancels
+/// its sync (not durable) and latches too.
+#[test]
+fn a_failure_on_the_leaders_thread_reaches_every_follower() {
+    for backend in BACKENDS {
+        for sync_fault in [true, false] {
+            watchdog("leader failure", 60, move || {
+                leader_failure(backend, sync_fault)
+            });
+        }
+    }
+}
+
+fn leader_failure(backend: Backend, sync_fault: bool) {
+    let what = format!("{} sync fault {sync_fault}", label(backend, false));
+    // No preallocation: appends crossing into a zero fill still in flight wait for it and
+    // are then written by the engine, not led (see `barrier.rs`).
+    let c = Case::with(backend, false, |c| c.preallocate(0));
+    // A first commit led by this thread: nothing injected yet.
+    c.h.append(&[1u8; 512]).unwrap();
+    c.h.force().unwrap();
+    assert_eq!(c.h.stats().leader_syncs, 1, "{what}: a lone forcer leads");
+    let syncs_before = c.faults.syncs_seen();
+    if sync_fault {
+        c.faults.inject_sync(0, libc::EIO);
+    } else {
+        c.faults.inject_write(0, Fault::Errno(libc::EIO));
+    }
+    const THREADS: usize = 8;
+    let h = Arc::new(c.h);
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (h, start) = (h.clone(), start.clone());
+            thread::spawn(move || {
+                h.append(&[t as u8; 512]).unwrap();
+                start.wait();
+                h.force().err().and_then(|e| errno(&e))
+            })
+        })
+        .collect();
+    for w in workers {
+        assert_eq!(w.join().unwrap(), Some(libc::EIO), "{what}: a forcer");
+    }
+    let st = h.stats();
+    // Every sync after the first ran on a forcer's thread (the engine synced nothing).
+    assert!(st.leader_syncs >= 2, "{what}: no leader");
+    let ran = c.faults.syncs_seen() - syncs_before;
+    assert!(
+        ran < st.leader_syncs,
+        "{what}: {ran} syncs ran, {} of them by leaders",
+        st.leader_syncs - 1
+    );
+    if !sync_fault {
+        assert_eq!(c.faults.injected().cancelled_syncs, 1, "{what}");
+        assert_eq!(ran, 0, "{what}: a sync ran after its write failed");
+    }
+    let h = Arc::into_inner(h).unwrap();
+    assert_err(&format!("{what}: close"), h.close(), libc::EIO);
 }
 
 /// Writers blocked on backpressure (the block budget spent, write-back failing) are woken

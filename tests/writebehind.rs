@@ -243,3 +243,88 @@ fn reads_span_buffered_and_written_blocks() {
     }
     file.close().unwrap();
 }
+
+/// `sync_all` is `fsync` and `sync_data` is `fdatasync`, whatever `Config::sync` says; an
+/// `fsync` is owed whenever the file changed since the last one, so `sync_all` right
+/// after a `force` (by `fdatasync`) still syncs, and returns at once only when nothing
+/// changed since the last `fsync`.
+#[test]
+fn sync_all_after_force_still_fsyncs() {
+    for backend in [Backend::IoUring, Backend::Threads] {
+        for mode in [writebehind::SyncMode::Data, writebehind::SyncMode::All] {
+            let dir = common::tempdir();
+            // No preallocation: a zero fill completing after a force is a change an
+            // `fsync` must cover (see `size_changes_owe_an_fsync`), which would make the
+            // counts below depend on timing.
+            let cfg = Config::default().backend(backend).sync(mode).preallocate(0);
+            let h = WriteBehindFile::create(dir.path().join("f"), &cfg).unwrap();
+            let fsyncs = || h.stats().fsyncs;
+            h.write(0, &page_image(0, 1)).unwrap();
+            h.force().unwrap();
+            let n = fsyncs();
+            h.sync_all().unwrap();
+            let owed = u64::from(mode == writebehind::SyncMode::Data);
+            assert_eq!(
+                fsyncs(),
+                n + owed,
+                "{backend:?} {mode:?}: sync_all after force"
+            );
+            h.sync_all().unwrap();
+            h.sync_data().unwrap();
+            h.force().unwrap();
+            assert_eq!(
+                fsyncs(),
+                n + owed,
+                "{backend:?} {mode:?}: nothing changed since"
+            );
+            h.write(PAGE as u64, &page_image(1, 1)).unwrap();
+            h.sync_data().unwrap();
+            assert_eq!(fsyncs(), n + owed + 1, "{backend:?} {mode:?}: sync_data");
+            h.sync_all().unwrap();
+            assert_eq!(
+                fsyncs(),
+                n + owed + 2,
+                "{backend:?} {mode:?}: sync_all after it"
+            );
+            h.close().unwrap();
+        }
+    }
+}
+
+/// A size change is metadata only an `fsync` covers: after a hole punch (which no force
+/// waits for) completes, `sync_all` fsyncs again although every write is durable.
+#[test]
+fn size_changes_owe_an_fsync() {
+    for backend in [Backend::IoUring, Backend::Threads] {
+        let dir = common::tempdir();
+        let cfg = Config::default()
+            .backend(backend)
+            .sync(writebehind::SyncMode::All)
+            .preallocate(0)
+            .punch_holes(true);
+        let h = WriteBehindFile::create(dir.path().join("f"), &cfg).unwrap();
+        for p in 0..4 {
+            h.write(p * PAGE as u64, &page_image(p, 1)).unwrap();
+        }
+        h.sync_all().unwrap();
+        let n = h.stats().fsyncs;
+        h.sync_all().unwrap();
+        assert_eq!(h.stats().fsyncs, n, "{backend:?}: nothing changed");
+        h.truncate_start(2 * PAGE as u64).unwrap();
+        let t = std::time::Instant::now();
+        while h.stats().bytes_punched == 0 && h.stats().punches_refused == 0 {
+            assert!(
+                t.elapsed().as_secs() < 10,
+                "{backend:?}: the punch never completed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        h.sync_all().unwrap();
+        assert_eq!(
+            h.stats().fsyncs,
+            n + 1,
+            "{backend:?}: sync_all after a punch"
+        );
+        h.close().unwrap();
+    }
+}

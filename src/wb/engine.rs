@@ -10,6 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::SyncMode;
 use crate::stats::BackendKind;
 
 /// A user_data value engines may use internally; the core never passes it.
@@ -116,9 +117,9 @@ pub(crate) trait Engine: Send {
         linked_sync: Option<u64>,
     ) -> io::Result<()>;
 
-    /// Queues a sync (per the handle's `SyncMode`) of the whole file. It covers the
+    /// Queues a sync of the whole file: `fdatasync` or `fsync` per `mode`. It covers the
     /// writes whose completions were returned before it was pushed.
-    fn push_sync(&mut self, user_data: u64) -> io::Result<()>;
+    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()>;
 
     /// Queues a size change tagged `user_data`; it completes with 0 or `-errno`. The core
     /// orders it against writes and syncs itself (it is pushed only when nothing that

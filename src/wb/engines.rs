@@ -261,6 +261,7 @@ pub(super) mod conformance {
 
     use super::super::engine::{Engine, RESERVED_USER_DATA};
     use crate::aligned::AlignedBuf;
+    use crate::config::SyncMode;
 
     /// Builds the engine under test for a file.
     pub(crate) type Make<'a> = &'a dyn Fn(Arc<File>) -> Box<dyn Engine>;
@@ -333,10 +334,10 @@ pub(super) mod conformance {
         // SAFETY: `third` and the buffers it points at outlive `collect` below, which
         // returns every completion.
         unsafe { engine.push_write(4, 3990, third.as_ptr(), 3, None).unwrap() };
-        engine.push_sync(5).unwrap(); // may run before or after write 4; both complete
+        engine.push_sync(5, SyncMode::Data).unwrap(); // may run before or after write 4; both complete
         expected = HashMap::from([(4, 1034), (5, 0)]);
         collect(&mut *engine, &expected);
-        engine.push_sync(6).unwrap(); // covers everything above
+        engine.push_sync(6, SyncMode::Data).unwrap(); // covers everything above
         collect(&mut *engine, &HashMap::from([(6, 0)]));
         drop(engine);
         let mut model = vec![0u8; 12288];
@@ -476,7 +477,7 @@ pub(super) mod conformance {
                 ud += 1;
             }
             if i % 100 == 99 {
-                engine.push_sync(ud).unwrap();
+                engine.push_sync(ud, SyncMode::Data).unwrap();
                 expected.insert(ud, 0);
                 ud += 1;
             }
@@ -559,7 +560,7 @@ pub(super) mod conformance {
         let v = [iov(&data)];
         let err = |r: std::io::Result<()>| crate::errno(&r.unwrap_err());
         assert_eq!(
-            err(engine.push_sync(RESERVED_USER_DATA)),
+            err(engine.push_sync(RESERVED_USER_DATA, SyncMode::Data)),
             Some(libc::EINVAL)
         );
         // SAFETY: refused before anything is queued; `data` outlives the call anyway.

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::engine::{Completion, Engine, SizeChange, Waker};
+use crate::config::SyncMode;
 use crate::stats::BackendKind;
 
 /// What to do to one write completion.
@@ -43,8 +44,8 @@ pub enum Fault {
 /// A deliberate bug in the write-back engine, for proving that a test catches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mutation {
-    /// Every sync, linked behind a write or on its own, reports success at once without
-    /// being performed (on either engine).
+    /// Every sync, linked behind a write, on its own or run by a leading forcer on its
+    /// own thread, reports success at once without being performed (on either engine).
     SkipSyncs,
     /// A sync covers the writes *submitted* before it instead of those *completed*
     /// before it: the planner counts writes in flight as written, so a force waiter is
@@ -63,8 +64,11 @@ pub struct Injected {
     pub failed_syncs: u64,
     /// Linked syncs turned into `-ECANCELED` because their write was faulted.
     pub cancelled_syncs: u64,
-    /// Size changes (`ftruncate`, hole punches) whose completion was replaced by an errno.
+    /// Size changes (`ftruncate`, hole punches, zero fills) whose completion was
+    /// replaced by an errno.
     pub failed_size_changes: u64,
+    /// Write pushes the engine refused (see [`FaultInjector::refuse_write_push`]).
+    pub refused_pushes: u64,
 }
 
 impl Injected {
@@ -75,6 +79,7 @@ impl Injected {
             + self.failed_syncs
             + self.cancelled_syncs
             + self.failed_size_changes
+            + self.refused_pushes
     }
 }
 
@@ -84,6 +89,8 @@ struct Plan {
     syncs_seen: u64,
     sizes_seen: u64,
     size_faults: BTreeMap<u64, i32>,
+    write_pushes_seen: u64,
+    push_refusals: BTreeMap<u64, i32>,
     write_faults: BTreeMap<u64, Fault>,
     sync_faults: BTreeMap<u64, i32>,
     fail_writes_from: Option<(u64, i32)>,
@@ -144,6 +151,15 @@ impl FaultInjector {
         self.plan().sizes_seen
     }
 
+    /// Makes the engine refuse the `n`-th write push from now (0 = the next one) with
+    /// `errno`, as io_uring refuses a submission with `EBUSY`/`EAGAIN`: the write is not
+    /// sent and produces no completion. Write pushes count resubmissions too.
+    pub fn refuse_write_push(&self, n: u64, errno: i32) {
+        let mut plan = self.plan();
+        let at = plan.write_pushes_seen.saturating_add(n);
+        plan.push_refusals.insert(at, errno);
+    }
+
     /// Makes every write completion from the `n`-th from now on report `-errno`
     /// (a failing device). Individual [`inject_write`](Self::inject_write) faults win.
     pub fn fail_all_writes_from(&self, n: u64, errno: i32) {
@@ -183,6 +199,7 @@ impl FaultInjector {
         plan.write_faults.clear();
         plan.sync_faults.clear();
         plan.size_faults.clear();
+        plan.push_refusals.clear();
         plan.fail_writes_from = None;
         plan.fail_syncs_from = None;
     }
@@ -267,26 +284,7 @@ impl FaultyEngine {
                 linked_sync,
                 fake_sync,
             }) => {
-                let index = plan.writes_seen;
-                plan.writes_seen += 1;
-                let fault = plan.write_faults.remove(&index).or_else(|| {
-                    plan.fail_writes_from
-                        .and_then(|(from, errno)| (index >= from).then_some(Fault::Errno(errno)))
-                });
-                match fault {
-                    Some(Fault::Short { bytes }) if c.result >= 0 => {
-                        let short = c.result.min(i32::try_from(bytes).unwrap_or(i32::MAX));
-                        if short != c.result {
-                            c.result = short;
-                            plan.injected.short_writes += 1;
-                        }
-                    }
-                    Some(Fault::Short { .. }) | None => {}
-                    Some(Fault::Errno(errno)) => {
-                        c.result = -errno;
-                        plan.injected.failed_writes += 1;
-                    }
-                }
+                c.result = plan.write_result(c.result);
                 let complete = c.result >= 0 && c.result as u64 == len;
                 if let (true, Some(sync_ud)) = (fake_sync, linked_sync) {
                     let result = if complete { 0 } else { -libc::ECANCELED };
@@ -304,18 +302,7 @@ impl FaultyEngine {
                 let real = std::mem::replace(&mut c.result, -libc::ECANCELED);
                 plan.injected.cancelled_syncs += u64::from(real != -libc::ECANCELED);
             }
-            Some(Tracked::Sync { cancel: false }) => {
-                let index = plan.syncs_seen;
-                plan.syncs_seen += 1;
-                let errno = plan.sync_faults.remove(&index).or_else(|| {
-                    plan.fail_syncs_from
-                        .and_then(|(from, errno)| (index >= from).then_some(errno))
-                });
-                if let Some(errno) = errno {
-                    c.result = -errno;
-                    plan.injected.failed_syncs += 1;
-                }
-            }
+            Some(Tracked::Sync { cancel: false }) => c.result = plan.sync_result(c.result),
             Some(Tracked::Size) => {
                 let index = plan.sizes_seen;
                 plan.sizes_seen += 1;
@@ -327,6 +314,75 @@ impl FaultyEngine {
             // Not pushed through this wrapper: leave it alone.
             None => {}
         }
+    }
+}
+
+impl Plan {
+    /// The next write completion's result, rewritten by the plan.
+    fn write_result(&mut self, mut result: i32) -> i32 {
+        let index = self.writes_seen;
+        self.writes_seen += 1;
+        let fault = self.write_faults.remove(&index).or_else(|| {
+            self.fail_writes_from
+                .and_then(|(from, errno)| (index >= from).then_some(Fault::Errno(errno)))
+        });
+        match fault {
+            Some(Fault::Short { bytes }) if result >= 0 => {
+                let short = result.min(i32::try_from(bytes).unwrap_or(i32::MAX));
+                if short != result {
+                    result = short;
+                    self.injected.short_writes += 1;
+                }
+            }
+            Some(Fault::Short { .. }) | None => {}
+            Some(Fault::Errno(errno)) => {
+                result = -errno;
+                self.injected.failed_writes += 1;
+            }
+        }
+        result
+    }
+
+    /// The next sync completion's result (of a sync that ran), rewritten by the plan.
+    fn sync_result(&mut self, result: i32) -> i32 {
+        let index = self.syncs_seen;
+        self.syncs_seen += 1;
+        let errno = self.sync_faults.remove(&index).or_else(|| {
+            self.fail_syncs_from
+                .and_then(|(from, errno)| (index >= from).then_some(errno))
+        });
+        match errno {
+            Some(errno) => {
+                self.injected.failed_syncs += 1;
+                -errno
+            }
+            None => result,
+        }
+    }
+}
+
+impl FaultInjector {
+    /// Rewrites the result of a write a forcer ran on its own thread (`lead.rs`), counted
+    /// with the engine's write completions.
+    pub(crate) fn caller_write(&self, result: i32) -> i32 {
+        self.plan().write_result(result)
+    }
+
+    /// Runs `sync` for a forcer on its own thread and rewrites its result, counted with
+    /// the engine's sync completions; under [`Mutation::SkipSyncs`] reports success
+    /// without running it, as the engine wrapper does.
+    pub(crate) fn caller_sync(&self, sync: impl FnOnce() -> i32) -> i32 {
+        if self.plan().skip_syncs {
+            return 0;
+        }
+        let real = sync();
+        self.plan().sync_result(real)
+    }
+
+    /// Notes a sync a forcer did not run because the write before it was faulted (what
+    /// a cancelled linked sync is for the engine).
+    pub(crate) fn caller_sync_cancelled(&self) {
+        self.plan().injected.cancelled_syncs += 1;
     }
 }
 
@@ -347,6 +403,15 @@ impl Engine for FaultyEngine {
         iovcnt: u32,
         linked_sync: Option<u64>,
     ) -> io::Result<()> {
+        {
+            let mut plan = self.injector.plan();
+            let index = plan.write_pushes_seen;
+            plan.write_pushes_seen += 1;
+            if let Some(errno) = plan.push_refusals.remove(&index) {
+                plan.injected.refused_pushes += 1;
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+        }
         let len = if iovcnt == 0 || iov.is_null() {
             0
         } else {
@@ -377,7 +442,7 @@ impl Engine for FaultyEngine {
         Ok(())
     }
 
-    fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()> {
         if self.injector.plan().skip_syncs {
             self.fake.push(Completion {
                 user_data,
@@ -385,7 +450,7 @@ impl Engine for FaultyEngine {
             });
             return Ok(());
         }
-        self.inner.push_sync(user_data)?;
+        self.inner.push_sync(user_data, mode)?;
         self.tracked
             .insert(user_data, Tracked::Sync { cancel: false });
         Ok(())
@@ -470,7 +535,7 @@ mod tests {
             }
             Ok(())
         }
-        fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+        fn push_sync(&mut self, user_data: u64, _: SyncMode) -> io::Result<()> {
             self.syncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.queued.push_back(Completion {
@@ -480,7 +545,7 @@ mod tests {
             Ok(())
         }
         fn push_size(&mut self, user_data: u64, _: SizeChange) -> io::Result<()> {
-            self.push_sync(user_data)
+            self.push_sync(user_data, SyncMode::Data)
         }
         fn wait(&mut self, _: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
             out.extend(self.queued.drain(..));
@@ -528,7 +593,7 @@ mod tests {
         }
 
         fn sync(&mut self, ud: u64) -> Vec<Completion> {
-            self.engine.push_sync(ud).unwrap();
+            self.engine.push_sync(ud, SyncMode::Data).unwrap();
             self.wait()
         }
 

@@ -11,7 +11,9 @@ mod engine;
 mod engines;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+mod force_future;
 mod index;
+mod lead;
 mod pool;
 #[cfg(test)]
 mod ring_check;
@@ -31,15 +33,16 @@ use std::time::{Duration, Instant};
 
 use crate::aligned::AlignedBuf;
 use crate::buffer::{Bytes, CommitSink, ReadBuffer, WriteBuffer};
-use crate::config::Config;
+use crate::config::{Config, SyncMode};
 use crate::error::{check_io_len, edom, os, os_msg, range_end};
 use crate::fileio::{self, check_set_len, OpenMode};
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
 use barrier::Barriers;
 use engine::Waker;
+pub use force_future::ForceFuture;
 use pool::{BufRef, Pool};
-use state::{Limits, State};
+use state::{Limits, Next, State};
 
 /// The write-behind handle: `write` returns after a memcpy into an aligned buffer; one
 /// background submission thread writes dirty blocks back (merged, vectored, many in
@@ -119,6 +122,10 @@ pub(crate) struct Inner {
     direct: bool,
     /// The cap on one call's length ([`Config::max_io_bytes`]).
     max_io: usize,
+    /// What `force` asks for (`Config::sync`).
+    sync: SyncMode,
+    #[cfg(feature = "fault-injection")]
+    faults: Option<fault::FaultInjector>,
 }
 
 /// The end of `[offset, offset + len)` for a write: `EINVAL` when it overflows `u64` or
@@ -136,9 +143,39 @@ fn write_range_end(offset: u64, len: usize) -> io::Result<u64> {
     Ok(end)
 }
 
+/// The state lock, held. Forcers whose waiters were answered while it was held are
+/// woken when it is released, after the unlock: woken under the lock, they would run
+/// into it and block a second time.
+pub(crate) struct StateGuard<'a>(Option<MutexGuard<'a, State>>);
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.0.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.0.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(mut st) = self.0.take() {
+            let wakes = st.take_wakes();
+            drop(st);
+            for w in wakes {
+                w.wake();
+            }
+        }
+    }
+}
+
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> StateGuard<'_> {
+        StateGuard(Some(self.state.lock().unwrap_or_else(|p| p.into_inner())))
     }
 
     fn check_aligned(&self, offset: u64, len: usize) -> io::Result<()> {
@@ -199,27 +236,60 @@ impl Inner {
         Ok(off)
     }
 
-    fn force(&self, range: Option<(u64, u64)>) -> io::Result<()> {
+    /// Registers a waiter and waits for its result, leading a commit on this thread
+    /// whenever the state machine says so (`State::next_step`).
+    fn force(&self, range: Option<(u64, u64)>, mode: SyncMode) -> io::Result<()> {
         let began = Instant::now();
-        let (key, wake) = {
-            let mut st = self.lock();
-            st.check_failed()?;
-            match st.add_waiter(range, thread::current()) {
-                None => return Ok(()),
-                Some(key) => (key, st.wants_wake(true)),
-            }
+        let mut st = self.lock();
+        st.check_failed()?;
+        let Some(key) = st.add_waiter(range, mode, thread::current()) else {
+            return Ok(());
         };
-        if wake {
-            self.waker.wake();
-        }
         loop {
-            let mut st = self.lock();
             if let Some(result) = st.take_result(key) {
                 record(&mut st.stats.force_ns, began.elapsed().as_nanos() as u64);
                 return result;
             }
-            drop(st);
-            thread::park();
+            match st.next_step(&self.limits, Instant::now(), key, true) {
+                Next::Lead(lead) => {
+                    drop(st);
+                    if lead.wake_submitter {
+                        self.waker.wake();
+                    }
+                    let out = lead::run(
+                        &self.file,
+                        &lead,
+                        #[cfg(feature = "fault-injection")]
+                        self.faults.as_ref(),
+                    );
+                    st = self.lock();
+                    let wake =
+                        st.finish_lead(lead, &out.writes, out.sync, &self.limits, Instant::now());
+                    if wake {
+                        drop(st);
+                        self.waker.wake();
+                        st = self.lock();
+                    }
+                    continue;
+                }
+                Next::Wait(until) => {
+                    drop(st);
+                    thread::park_timeout(until.saturating_duration_since(Instant::now()));
+                }
+                Next::Park => {
+                    drop(st);
+                    thread::park();
+                }
+                Next::WakeSubmitter => {
+                    let wake = st.wants_wake(true);
+                    drop(st);
+                    if wake {
+                        self.waker.wake();
+                    }
+                    thread::park();
+                }
+            }
+            st = self.lock();
         }
     }
 
@@ -358,6 +428,7 @@ impl WriteBehindFile {
             watermark: (max_write as u64).min(cfg.buffer_bytes as u64 / 4).max(1),
             max_dirty_age: cfg.max_dirty_age,
             align: align as u64,
+            sync: cfg.sync,
         };
 
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -426,6 +497,9 @@ impl WriteBehindFile {
             align,
             direct: cfg.direct_io,
             max_io: cfg.max_io_bytes,
+            sync: cfg.sync,
+            #[cfg(feature = "fault-injection")]
+            faults: cfg.fault_injector.clone(),
         });
         inner_tx
             .send(Arc::clone(&inner))
@@ -454,14 +528,72 @@ impl WriteBehindFile {
         self.inner.align
     }
 
-    /// Same as [`force`](Handle::force), for code written against `std::fs::File`.
-    pub fn sync_data(&self) -> io::Result<()> {
-        self.force()
+    /// [`force`](Handle::force) as a `Future`, for async code: it resolves with what
+    /// `force` would return, once every write that returned before its first poll is
+    /// durable. It needs no particular executor and never blocks the thread that polls
+    /// it: the submission thread does the write-back and the sync, and async and
+    /// blocking forcers share the same group commits. Dropping it before it resolves
+    /// withdraws it (the writes stay buffered and are written back as usual).
+    ///
+    /// ```
+    /// # use writebehind::{Config, Handle, WriteBehindFile};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     // A minimal executor: any runtime works.
+    /// #     use std::task::{Context, Poll, Wake, Waker};
+    /// #     struct T(std::thread::Thread);
+    /// #     impl Wake for T { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = Waker::from(std::sync::Arc::new(T(std::thread::current())));
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+    /// #             return v;
+    /// #         }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// # fn main() -> std::io::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// let file = WriteBehindFile::create(dir.path().join("log"), &Config::default())?;
+    /// file.append(b"commit 1")?;
+    /// block_on(file.force_async())?; // or `.await` inside async code
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn force_async(&self) -> ForceFuture<'_> {
+        ForceFuture::new(&self.inner, None)
     }
 
-    /// Same as [`force`](Handle::force) (the sync itself follows `Config::sync`).
+    /// [`force_range`](Handle::force_range) as a `Future`; see
+    /// [`force_async`](Self::force_async). Errors as `force_range`'s (`EINVAL` when
+    /// `start > stop`).
+    pub fn force_range_async(&self, start: u64, stop: u64) -> ForceFuture<'_> {
+        if start > stop {
+            let e = os_msg(
+                libc::EINVAL,
+                format!("force_range: start {start} > stop {stop}"),
+            );
+            return ForceFuture::ready(&self.inner, Err(e));
+        }
+        if start == stop {
+            return ForceFuture::ready(&self.inner, self.inner.lock().check_failed());
+        }
+        ForceFuture::new(&self.inner, Some((start, stop)))
+    }
+
+    /// Like [`force`](Handle::force), but with `fdatasync` whatever `Config::sync` says,
+    /// as `std::fs::File::sync_data`.
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.inner.force(None, SyncMode::Data)
+    }
+
+    /// Like [`force`](Handle::force), but with `fsync` (all metadata too) whatever
+    /// `Config::sync` says, as `std::fs::File::sync_all`. An `fsync` is owed whenever
+    /// the file may have changed since the last one, so this syncs even right after a
+    /// `force` by `fdatasync` made every write durable; it returns at once only when
+    /// nothing was written since the last `fsync`. Forcers of both kinds share group
+    /// commits (a group with any `sync_all` in it gets an `fsync`).
     pub fn sync_all(&self) -> io::Result<()> {
-        self.force()
+        self.inner.force(None, SyncMode::All)
     }
 
     /// Writes back everything still buffered (without an fsync: `force` first for
@@ -641,7 +773,7 @@ impl Handle for WriteBehindFile {
     }
 
     fn force(&self) -> io::Result<()> {
-        self.inner.force(None)
+        self.inner.force(None, self.inner.sync)
     }
 
     fn force_range(&self, start: u64, stop: u64) -> io::Result<()> {
@@ -654,7 +786,7 @@ impl Handle for WriteBehindFile {
         if start == stop {
             return self.inner.lock().check_failed();
         }
-        self.inner.force(Some((start, stop)))
+        self.inner.force(Some((start, stop)), self.inner.sync)
     }
 
     fn truncate_start(&self, new_start: u64) -> io::Result<()> {

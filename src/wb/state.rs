@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::task::Waker;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use super::barrier::{Barriers, SizeOp};
 use super::engine::SizeChange;
 use super::index::Index;
 use super::pool::BufRef;
+use crate::config::SyncMode;
 use crate::error::{duplicate, os};
 use crate::stats::{record, BackendKind, Stats};
 
@@ -28,6 +30,8 @@ use crate::stats::{record, BackendKind, Stats};
 const IOV_MAX: usize = 1024;
 /// Resubmissions of one write that made no progress before it is declared failed.
 const MAX_RETRIES: u32 = 64;
+/// How long the submitter waits before pushing again a write the engine refused.
+const RESUBMIT_PAUSE: Duration = Duration::from_millis(1);
 
 /// Fixed settings the planner needs.
 #[derive(Clone, Debug)]
@@ -38,6 +42,8 @@ pub(crate) struct Limits {
     pub max_dirty_age: Duration,
     /// Direct-I/O alignment (short writes resume at a multiple of it); 1 when buffered.
     pub align: u64,
+    /// The sync an engine links behind a write (`Config::sync`).
+    pub sync: SyncMode,
 }
 
 /// A request the submission thread must hand to the engine.
@@ -54,6 +60,44 @@ pub(crate) enum Push {
     Size {
         op: usize,
     },
+}
+
+/// Most separate runs of dirty blocks a forcer writes on its own thread (one `pwritev`
+/// each); more, and the submitter writes them in parallel on the engine instead.
+const LEAD_RUNS: usize = 4;
+
+/// What a forcer does next, from [`State::next_step`].
+pub(crate) enum Next {
+    /// Run this commit on the caller's thread, then [`State::finish_lead`].
+    Lead(Lead),
+    /// Park until this instant (the group-commit hold), then look again.
+    Wait(Instant),
+    /// Park: a completion will wake this forcer.
+    Park,
+    /// The submitter must write (too much dirty data, or a resubmission): wake it, park.
+    WakeSubmitter,
+}
+
+/// A commit a forcer runs on its own thread: every dirty block (as vectored writes),
+/// then one sync, only if every write completed in full (as an `IO_LINK` chain).
+pub(crate) struct Lead {
+    pub writes: Vec<LeadWrite>,
+    pub sync: usize,
+    /// `fdatasync`, or `fsync` when a waiter served needs it.
+    pub mode: SyncMode,
+    /// Wake the submitter first: it has a size change to issue (a preallocation fill).
+    pub wake_submitter: bool,
+}
+
+/// One write of a [`Lead`]. The iovecs point into buffers its op holds in the state
+/// until [`State::finish_lead`] applies the result.
+pub(crate) struct LeadWrite {
+    op: usize,
+    pub offset: u64,
+    /// Bytes to write (the iovecs' total).
+    pub len: u64,
+    pub iov: *const libc::iovec,
+    pub iovcnt: usize,
 }
 
 /// The iovec array of a write in flight.
@@ -74,6 +118,8 @@ pub(crate) struct WriteOp {
     seq: u64,
     retries: u32,
     pushed_at: Instant,
+    /// Being written by a forcer on its own thread (a [`Lead`]), not by the engine.
+    caller: bool,
 }
 
 impl WriteOp {
@@ -109,7 +155,13 @@ pub(crate) struct SyncOp {
     /// Every write with seq below this had completed when the sync was pushed (or will
     /// have, for a linked sync, if it runs at all).
     covers: u64,
+    /// `fdatasync` or `fsync`.
+    mode: SyncMode,
+    /// `State::changes` when it was pushed: an `fsync` covers that many.
+    changes: u64,
     pushed_at: Instant,
+    /// Run by a forcer on its own thread (a [`Lead`]), not by the engine.
+    caller: bool,
 }
 
 pub(crate) enum Op {
@@ -118,10 +170,42 @@ pub(crate) enum Op {
     Size(SizeOp),
 }
 
+/// How a force waiter is woken: a blocking forcer's thread, or an async forcer's task.
+#[derive(Clone)]
+pub(crate) enum Notify {
+    Thread(Thread),
+    Task(Waker),
+}
+
+impl Notify {
+    /// Wakes the forcer. Called once the state lock is released (see
+    /// [`State::take_wakes`]), so the forcer does not wake into a held lock.
+    pub(crate) fn wake(&self) {
+        match self {
+            Notify::Thread(t) => t.unpark(),
+            Notify::Task(w) => w.wake_by_ref(),
+        }
+    }
+}
+
+impl From<Thread> for Notify {
+    fn from(t: Thread) -> Self {
+        Notify::Thread(t)
+    }
+}
+
+impl From<Waker> for Notify {
+    fn from(w: Waker) -> Self {
+        Notify::Task(w)
+    }
+}
+
 struct Waiter {
     target: u64,
     range: Option<(u64, u64)>,
-    thread: Thread,
+    /// `Data` is served by any successful sync; `All` only by an `fsync`.
+    mode: SyncMode,
+    notify: Notify,
     sync: Option<usize>,
     result: Option<io::Result<()>>,
 }
@@ -133,6 +217,8 @@ pub(crate) struct State {
     /// Write ops in flight by start offset (they never overlap) -> end.
     inflight: BTreeMap<u64, u64>,
     writes_inflight: usize,
+    /// Of `writes_inflight`, those a leading forcer writes on its own thread.
+    caller_writes: usize,
     sync_inflight: Option<usize>,
     resubmit: Vec<usize>,
     waiters: Slab<Waiter>,
@@ -140,11 +226,22 @@ pub(crate) struct State {
     pub last_seq: u64,
     /// Every write with seq below this is durable.
     durable: u64,
+    /// Changes to the file that an `fsync` (all metadata) must cover: write completions
+    /// so far, plus one for whatever the file went through before this handle.
+    changes: u64,
+    /// The `changes` covered by the newest successful `fsync`: `sync_all` must sync
+    /// while this is behind, even when every write is durable by `fdatasync`.
+    fsynced: u64,
     /// The latched error (errno): writes and forces fail with it from now on.
     pub failed: Option<i32>,
     pub closing: bool,
     /// The submitter waits with nothing in flight: only a wake-up or its timer rouses it.
     pub sleeping: bool,
+    /// The submitter's wait has a timer of at most `max_dirty_age`: new dirty data need
+    /// not wake it, the timer comes back in time to start its age clock.
+    pub timed_sleep: bool,
+    /// Forcers to wake once the lock is released (`take_wakes`).
+    to_wake: Vec<Notify>,
     /// A wake-up was sent and the submitter has not run since.
     pub wake_sent: bool,
     dirty_since: Option<Instant>,
@@ -153,6 +250,9 @@ pub(crate) struct State {
     /// next one, and until when the next sync may wait for that many to be ready.
     expected_group: usize,
     gather_until: Option<Instant>,
+    /// The forcer that keeps the group-commit hold's deadline (a timed park); the
+    /// others park without a timer. Cleared when a sync starts.
+    hold_watcher: Option<usize>,
     pub start: u64,
     pub end: u64,
     /// Size changes not yet completed (`set_len`, hole punches).
@@ -171,19 +271,25 @@ impl State {
             ops: Slab::new(),
             inflight: BTreeMap::new(),
             writes_inflight: 0,
+            caller_writes: 0,
             sync_inflight: None,
             resubmit: Vec::new(),
             waiters: Slab::new(),
             last_seq: 0,
             durable: 1,
+            changes: 1,
+            fsynced: 0,
             failed: None,
             closing: false,
             sleeping: false,
+            timed_sleep: false,
+            to_wake: Vec::new(),
             wake_sent: false,
             dirty_since: None,
             cursor: 0,
             expected_group: 1,
             gather_until: None,
+            hold_watcher: None,
             start,
             end,
             barriers,
@@ -202,8 +308,9 @@ impl State {
     }
 
     /// Stores a write (already copied into `buf`) and says whether the submitter must be
-    /// woken: when dirty data appears while it sleeps (to start its age timer) or when
-    /// dirty bytes cross the watermark.
+    /// woken: when dirty data appears while it sleeps without a timer that comes back
+    /// within the dirty age (to start its age clock), or when dirty bytes cross the
+    /// watermark.
     pub(crate) fn install(&mut self, off: u64, buf: BufRef, watermark: u64, now: Instant) -> bool {
         let len = buf.as_slice().len() as u64;
         self.last_seq += 1;
@@ -214,26 +321,72 @@ impl State {
         if first_dirty {
             self.dirty_since = Some(now);
         }
-        self.wants_wake(first_dirty || self.index.dirty_bytes() >= watermark)
+        let age_clock = first_dirty && !self.timed_sleep;
+        self.wants_wake(age_clock || self.index.dirty_bytes() >= watermark)
     }
 
-    /// Registers a force waiter for writes up to now; `None` when already durable.
+    /// Registers a force waiter for writes up to now; `None` when already durable (and,
+    /// for `SyncMode::All`, when no change happened since the last `fsync`).
     pub(crate) fn add_waiter(
         &mut self,
         range: Option<(u64, u64)>,
-        thread: Thread,
+        mode: SyncMode,
+        notify: impl Into<Notify>,
     ) -> Option<usize> {
-        if self.durable > self.last_seq {
+        let synced = mode == SyncMode::Data || self.fsynced >= self.changes;
+        if self.durable > self.last_seq && synced {
             self.stats.forces_immediate += 1;
             return None;
         }
         Some(self.waiters.insert(Waiter {
             target: self.last_seq,
             range,
-            thread,
+            mode,
+            notify: notify.into(),
             sync: None,
             result: None,
         }))
+    }
+
+    /// An async forcer polled again: keep its newest waker.
+    pub(crate) fn set_waker(&mut self, key: usize, waker: &Waker) {
+        if let Notify::Task(w) = &mut self.waiters[key].notify {
+            if !w.will_wake(waker) {
+                *w = waker.clone();
+            }
+        }
+    }
+
+    /// Removes a waiter whose forcer gave up (a dropped future), result or not. If it
+    /// may have been the one woken to lead the next group, the next waiter is woken in
+    /// its place, so no wake is lost.
+    pub(crate) fn withdraw(&mut self, key: usize) {
+        self.waiters.remove(key);
+        if self.hold_watcher == Some(key) {
+            self.hold_watcher = None;
+        }
+        self.hand_on();
+    }
+
+    /// With no sync in flight, wakes the first forcer still waiting for one: it leads
+    /// the next group, or hands it to the submitter.
+    fn hand_on(&mut self) {
+        if self.sync_inflight.is_some() || self.failed.is_some() {
+            return;
+        }
+        if let Some((_, w)) = self
+            .waiters
+            .iter()
+            .find(|(_, w)| w.sync.is_none() && w.result.is_none())
+        {
+            self.to_wake.push(w.notify.clone());
+        }
+    }
+
+    /// The forcers whose waiters changed (a result, or their turn to lead) since the
+    /// last call: the caller wakes them after releasing the lock.
+    pub(crate) fn take_wakes(&mut self) -> Vec<Notify> {
+        std::mem::take(&mut self.to_wake)
     }
 
     /// The waiter's result once decided (removing the waiter).
@@ -291,6 +444,14 @@ impl State {
         &self.ops[key]
     }
 
+    /// `fdatasync` or `fsync`, for sync op `key`.
+    pub(crate) fn sync_mode(&self, key: usize) -> SyncMode {
+        match &self.ops[key] {
+            Op::Sync(s) => s.mode,
+            Op::Write(_) | Op::Size(_) => unreachable!("not a sync op"),
+        }
+    }
+
     /// True once closing and nothing is left to do (or can be done).
     pub(crate) fn finished(&self) -> bool {
         self.closing
@@ -303,22 +464,40 @@ impl State {
             && !self.waiters.iter().any(|(_, w)| w.result.is_none())
     }
 
-    /// Nothing is in flight, so only a wake-up or the timer will rouse the submitter.
+    /// Nothing is in flight in the engine, so only a wake-up or the timer will rouse the
+    /// submitter. (Requests a leading forcer runs on its own thread bring no completion.)
     pub(crate) fn idle(&self) -> bool {
-        self.writes_inflight == 0
-            && self.sync_inflight.is_none()
+        let engine_sync = self
+            .sync_inflight
+            .is_some_and(|k| matches!(&self.ops[k], Op::Sync(s) if !s.caller));
+        self.writes_inflight == self.caller_writes
+            && !engine_sync
             && self.resubmit.is_empty()
             && !self.barriers.in_flight()
     }
 
-    /// How long the submitter may wait: until dirty data becomes too old, or a sync
-    /// held back to gather a larger group must go out.
+    /// How long the submitter may wait: until dirty data becomes too old, a sync held
+    /// back to gather a larger group must go out, or a write the engine refused is tried
+    /// again. `None` (sleep until woken) when nothing has a deadline: an idle handle
+    /// costs no CPU. A gather deadline that has passed, or that no waiter needs, gives
+    /// no timer (`plan` has already acted on it or has nothing to act on).
     pub(crate) fn timeout(&self, lim: &Limits, now: Instant) -> Option<Duration> {
         if self.failed.is_some() {
             return None;
         }
-        let dirty = self.dirty_since.map(|t| t + lim.max_dirty_age);
-        let deadline = match (dirty, self.gather_until) {
+        if !self.resubmit.is_empty() {
+            // The engine refused these pushes (EAGAIN/EBUSY) after `plan` drained the
+            // list: nothing in flight will wake us, so come back for them.
+            return Some(RESUBMIT_PAUSE);
+        }
+        let dirty = self
+            .dirty_since
+            .filter(|_| self.index.dirty_count() > 0)
+            .map(|t| t + lim.max_dirty_age);
+        let gather = self
+            .gather_until
+            .filter(|&t| t > now && self.has_unassigned_waiter());
+        let deadline = match (dirty, gather) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -326,6 +505,13 @@ impl State {
             t.saturating_duration_since(now)
                 .max(Duration::from_micros(20))
         })
+    }
+
+    /// Some forcer waits for a sync not yet sent.
+    fn has_unassigned_waiter(&self) -> bool {
+        self.waiters
+            .iter()
+            .any(|(_, w)| w.sync.is_none() && w.result.is_none())
     }
 
     fn overlaps_inflight(&self, off: u64, end: u64) -> bool {
@@ -336,11 +522,19 @@ impl State {
     }
 
     /// The oldest write seq not yet in the file, among blocks and write ops overlapping
-    /// `range` (everything for `None`), ignoring op `exclude`; `u64::MAX` when none.
+    /// `range` (everything for `None`) and pending size changes, ignoring op `exclude`;
+    /// `u64::MAX` when none.
     fn min_pending(&self, range: Option<(u64, u64)>, exclude: Option<usize>) -> u64 {
+        self.min_in_flight(range, exclude)
+            .min(self.index.min_dirty_seq(range).unwrap_or(u64::MAX))
+    }
+
+    /// [`min_pending`](State::min_pending) without the dirty blocks: the oldest seq among
+    /// write ops overlapping `range` (but `exclude`) and size changes not yet completed.
+    fn min_in_flight(&self, range: Option<(u64, u64)>, exclude: Option<usize>) -> u64 {
         #[cfg(feature = "fault-injection")]
         if self.sync_submitted {
-            return self.index.min_dirty_seq(range).unwrap_or(u64::MAX);
+            return u64::MAX;
         }
         let ops = self.ops.iter().filter_map(|(k, op)| match op {
             Op::Write(w) if Some(k) != exclude => {
@@ -349,10 +543,7 @@ impl State {
             }
             _ => None,
         });
-        ops.chain(self.index.min_dirty_seq(range))
-            .chain(self.barriers.min_seq())
-            .min()
-            .unwrap_or(u64::MAX)
+        ops.chain(self.barriers.min_seq()).min().unwrap_or(u64::MAX)
     }
 
     /// Decides what to submit now: resubmissions, merged runs of dirty blocks, and a sync
@@ -378,10 +569,7 @@ impl State {
         if self.failed.is_some() {
             return;
         }
-        let waiting = self
-            .waiters
-            .iter()
-            .any(|(_, w)| w.sync.is_none() && w.result.is_none());
+        let waiting = self.has_unassigned_waiter();
         let old = self
             .dirty_since
             .is_some_and(|t| now.duration_since(t) >= lim.max_dirty_age);
@@ -426,7 +614,8 @@ impl State {
         }
         self.plan_size_change(out);
         if waiting && self.sync_inflight.is_none() {
-            self.plan_sync(if new_ops == 1 { last_new } else { None }, now, out);
+            let single_new = if new_ops == 1 { last_new } else { None };
+            self.plan_sync(single_new, lim, now, out);
         }
     }
 
@@ -463,6 +652,8 @@ impl State {
     }
 
     fn complete_size(&mut self, key: usize, result: i32) {
+        // Any size change, even a failed one, changes metadata only an `fsync` covers.
+        self.changes += 1;
         let Op::Size(op) = self.ops.remove(key) else {
             unreachable!()
         };
@@ -536,6 +727,7 @@ impl State {
             seq,
             retries: 0,
             pushed_at: now,
+            caller: false,
         };
         w.rebuild_iovecs();
         self.inflight.insert(start, end);
@@ -552,7 +744,13 @@ impl State {
     /// take turns, each sync serving half of them. So after a sync completes, the next one
     /// waits (at most half a sync's time, 200 µs) until as many forcers are ready as the
     /// last sync served plus those that were waiting then.
-    fn plan_sync(&mut self, single_new: Option<usize>, now: Instant, out: &mut Vec<Push>) {
+    fn plan_sync(
+        &mut self,
+        single_new: Option<usize>,
+        lim: &Limits,
+        now: Instant,
+        out: &mut Vec<Push>,
+    ) {
         let ready = |st: &State, exclude: Option<usize>| -> Vec<usize> {
             st.waiters
                 .iter()
@@ -562,6 +760,16 @@ impl State {
                 .collect()
         };
         let now_ready = ready(self, None);
+        let needs_fsync =
+            |st: &State, ws: &[usize]| ws.iter().any(|w| st.waiters[*w].mode == SyncMode::All);
+        // A linked sync is the engine's (`Config::sync`): no link for a group that needs
+        // an fsync the engine would not run.
+        let single_new = single_new.filter(|_| {
+            lim.sync == SyncMode::All || {
+                let linked = ready(self, single_new);
+                !needs_fsync(self, &linked)
+            }
+        });
         let (serve, link) = match single_new {
             Some(op) => {
                 let linked = ready(self, Some(op));
@@ -582,14 +790,10 @@ impl State {
         self.gather_until = None;
         // Nothing pending means everything up to the newest write is in the file.
         let covers = self.min_pending(None, link).min(self.last_seq + 1);
-        let key = self.ops.insert(Op::Sync(SyncOp {
-            covers,
-            pushed_at: now,
-        }));
-        for w in &serve {
-            self.waiters[*w].sync = Some(key);
-        }
-        self.sync_inflight = Some(key);
+        // A linked sync is the engine's, and runs after its write's completion.
+        let mode = link.map(|_| lim.sync);
+        let linked = u64::from(link.is_some());
+        let key = self.start_sync(&serve, covers, mode, linked, now, false);
         match link {
             Some(op) => {
                 let last = out
@@ -605,6 +809,197 @@ impl State {
         }
     }
 
+    /// What a forcer does next (see [`Next`]): lead a commit on its own thread when it
+    /// can, so that a lone committer pays for its write and sync and not for the hops to
+    /// the submission thread and back.
+    ///
+    /// A forcer leads when no sync is in flight, every dirty block is small enough to
+    /// write from here (at most `max_write_bytes` in at most [`LEAD_RUNS`] runs, none
+    /// overlapping a write in flight or held back behind a pending size change) and some
+    /// waiter needs nothing the engine is still writing and no size change still pending.
+    /// So a lead keeps `barrier.rs`'s two rules as `plan` does: it never writes a block a
+    /// size change holds back, and a size change waits for its writes (they are in
+    /// `inflight`); its sync covers no size change not yet completed (`min_in_flight`).
+    /// It takes every dirty block and one sync for every such waiter; later
+    /// forcers join the next group. The group-commit hold of [`plan_sync`] applies here
+    /// too: the group waits (until its deadline) for as many forcers as the last sync
+    /// served plus those waiting then, and the forcer that completes it leads.
+    ///
+    /// [`plan_sync`]: State::plan_sync
+    ///
+    /// A forcer that cannot lead (`can_lead` false: an async forcer, which must not
+    /// block its executor) gets [`Next::WakeSubmitter`] where it would lead or wait out
+    /// the hold: the submitter serves it, with the same hold (its timer).
+    pub(crate) fn next_step(
+        &mut self,
+        lim: &Limits,
+        now: Instant,
+        me: usize,
+        can_lead: bool,
+    ) -> Next {
+        if self.failed.is_some() || self.closing || self.sync_inflight.is_some() {
+            // A failure has already answered every waiter; a sync in flight hands on
+            // (its completion serves the next group) when it completes.
+            return Next::Park;
+        }
+        if !can_lead || !self.resubmit.is_empty() || !self.dirty_fits_a_lead(lim) {
+            return Next::WakeSubmitter;
+        }
+        let served: Vec<usize> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.sync.is_none() && w.result.is_none())
+            .filter(|(_, w)| self.min_in_flight(w.range, None) > w.target)
+            .map(|(k, _)| k)
+            .collect();
+        if served.is_empty() {
+            // Waiting for writes the engine has in flight, or a size change: their
+            // completions serve us (a size change not issued yet needs the submitter).
+            return if self.barriers.next().is_some() {
+                Next::WakeSubmitter
+            } else {
+                Next::Park
+            };
+        }
+        if let Some(until) = self.gather_until.filter(|&t| now < t) {
+            if served.len() < self.expected_group {
+                // One forcer keeps the deadline; the rest park until a sync serves them
+                // (a timer each would wake them all for nothing when the group fills).
+                let watcher = *self.hold_watcher.get_or_insert(me);
+                return if watcher == me {
+                    Next::Wait(until)
+                } else {
+                    Next::Park
+                };
+            }
+        }
+        self.gather_until = None;
+        // Every dirty block goes into this lead, so the sync covers everything but the
+        // engine's writes in flight and the size changes not yet completed.
+        let covers = self.min_in_flight(None, None).min(self.last_seq + 1);
+        let mut writes = Vec::new();
+        loop {
+            let Some(start) = self.index.dirty_from(0).next() else {
+                break;
+            };
+            let op = self.start_run(start, lim, now);
+            let Op::Write(w) = &mut self.ops[op] else {
+                unreachable!()
+            };
+            w.caller = true;
+            self.caller_writes += 1;
+            writes.push(LeadWrite {
+                op,
+                offset: w.next_offset(),
+                len: w.len - w.done,
+                iov: w.iov.0.as_ptr(),
+                iovcnt: w.iov.0.len(),
+            });
+        }
+        self.dirty_since = None;
+        let sync = self.start_sync(&served, covers, None, writes.len() as u64, now, true);
+        self.stats.leader_syncs += 1;
+        let mode = self.sync_mode(sync);
+        // Appends led from here never reach `plan`: keep the preallocation window ahead of
+        // them (the submitter issues the fill while this lead runs; it lies past `end`, so
+        // past every write of the lead).
+        let top_up = self.barriers.top_up(self.end);
+        let wake_submitter = self.wants_wake(top_up);
+        Next::Lead(Lead {
+            writes,
+            sync,
+            mode,
+            wake_submitter,
+        })
+    }
+
+    /// Records the sync in flight for waiters `serve` and returns its op. `mode`: `None`
+    /// for an `fsync` if any of them needs one, else `fdatasync`. It runs after `linked`
+    /// write completions still to come (each a change it covers).
+    fn start_sync(
+        &mut self,
+        serve: &[usize],
+        covers: u64,
+        mode: Option<SyncMode>,
+        linked: u64,
+        now: Instant,
+        caller: bool,
+    ) -> usize {
+        let mode = mode.unwrap_or({
+            if serve.iter().any(|w| self.waiters[*w].mode == SyncMode::All) {
+                SyncMode::All
+            } else {
+                SyncMode::Data
+            }
+        });
+        let key = self.ops.insert(Op::Sync(SyncOp {
+            covers,
+            mode,
+            changes: self.changes + linked,
+            pushed_at: now,
+            caller,
+        }));
+        for w in serve {
+            self.waiters[*w].sync = Some(key);
+        }
+        self.sync_inflight = Some(key);
+        self.hold_watcher = None;
+        key
+    }
+
+    /// Every dirty block can go into one lead (see [`next_step`](State::next_step)).
+    fn dirty_fits_a_lead(&self, lim: &Limits) -> bool {
+        if self.index.dirty_bytes() > lim.max_write_bytes {
+            return false;
+        }
+        let mut runs = 0;
+        let mut end = None;
+        for s in self.index.dirty_from(0) {
+            let len = self.index.get(s).expect("dirty block").len;
+            // A block overlapping a pending size change waits for it (see `barrier.rs`).
+            if self.overlaps_inflight(s, s + len) || self.barriers.holds(s, s + len) {
+                return false;
+            }
+            if end != Some(s) {
+                runs += 1;
+                if runs > LEAD_RUNS {
+                    return false;
+                }
+            }
+            end = Some(s + len);
+        }
+        true
+    }
+
+    /// Applies what a lead's syscalls returned (`results[i]` for `lead.writes[i]`; the
+    /// sync's result, or `None` when it did not run because a write fell short or
+    /// failed). Wakes the forcers served, and hands on: the first forcer still waiting is
+    /// woken to lead the next group. Returns whether the submitter must be woken (a write
+    /// to resubmit).
+    pub(crate) fn finish_lead(
+        &mut self,
+        lead: Lead,
+        results: &[i32],
+        sync: Option<i32>,
+        lim: &Limits,
+        now: Instant,
+    ) -> bool {
+        debug_assert_eq!(lead.writes.len(), results.len());
+        for (w, &res) in lead.writes.iter().zip(results) {
+            if let Op::Write(op) = &mut self.ops[w.op] {
+                // Resubmitted, if at all, by the engine.
+                op.caller = false;
+            }
+            self.caller_writes -= 1;
+            self.complete(w.op, res, lim, now);
+        }
+        self.complete(lead.sync, sync.unwrap_or(-libc::ECANCELED), lim, now);
+        self.hand_on();
+        // A size change may have waited for these writes; the submitter sleeps meanwhile
+        // (a lead's requests bring it no completion).
+        self.wants_wake(!self.resubmit.is_empty() || self.barriers.next().is_some())
+    }
+
     /// Applies one completion. Returns true if the handle just failed.
     pub(crate) fn complete(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
         match &self.ops[key] {
@@ -615,6 +1010,8 @@ impl State {
     }
 
     fn complete_write(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
+        // Even a failed write may have changed the file (part of it, its times).
+        self.changes += 1;
         let Op::Write(w) = &mut self.ops[key] else {
             unreachable!()
         };
@@ -680,11 +1077,14 @@ impl State {
         match result {
             0 => {
                 self.durable = self.durable.max(s.covers);
+                if s.mode == SyncMode::All {
+                    self.fsynced = self.fsynced.max(s.changes);
+                }
                 self.stats.fsyncs += 1;
                 let mut served = 0;
                 for (_, w) in self.waiters.iter_mut().filter(|(_, w)| mine(w)) {
                     w.result = Some(Ok(()));
-                    w.thread.unpark();
+                    self.to_wake.push(w.notify.clone());
                     served += 1;
                 }
                 self.stats.forces_served += served as u64;
@@ -718,19 +1118,34 @@ impl State {
         for (_, w) in self.waiters.iter_mut().filter(|(_, w)| w.result.is_none()) {
             w.result = Some(Err(duplicate(&err)));
             w.sync = None;
-            w.thread.unpark();
+            self.to_wake.push(w.notify.clone());
         }
     }
 
-    /// Forgets every in-flight op without freeing its buffers: the kernel may still read
-    /// them and their completions will never be seen.
+    /// Forgets every op in flight in the engine without freeing its buffers: the kernel
+    /// may still read them and their completions will never be seen. Ops a leading forcer
+    /// runs stay: it applies their results itself.
     pub(crate) fn leak_in_flight(&mut self) {
-        for op in std::mem::take(&mut self.ops) {
-            std::mem::forget(op);
+        let engine_ops: Vec<usize> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| match op {
+                Op::Write(w) => !w.caller,
+                Op::Sync(s) => !s.caller,
+                Op::Size(_) => true,
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in engine_ops {
+            if let Op::Write(w) = &self.ops[k] {
+                self.inflight.remove(&w.offset);
+                self.writes_inflight -= 1;
+            }
+            if self.sync_inflight == Some(k) {
+                self.sync_inflight = None;
+            }
+            std::mem::forget(self.ops.remove(k));
         }
-        self.inflight.clear();
-        self.writes_inflight = 0;
-        self.sync_inflight = None;
         self.resubmit.clear();
     }
 }
@@ -748,6 +1163,7 @@ mod tests {
             watermark: 1 << 30,
             max_dirty_age: Duration::from_secs(3600),
             align: 1,
+            sync: SyncMode::Data,
         }
     }
 
@@ -815,7 +1231,7 @@ mod tests {
         }
         fn force(&mut self) -> usize {
             self.st
-                .add_waiter(None, std::thread::current())
+                .add_waiter(None, SyncMode::Data, std::thread::current())
                 .expect("not yet durable")
         }
     }
@@ -933,13 +1349,15 @@ mod tests {
         f.st.complete(sync, 0, &limits(), f.now);
         assert!(f.st.take_result(w).unwrap().is_ok());
         assert!(
-            f.st.add_waiter(None, std::thread::current()).is_none(),
+            f.st.add_waiter(None, SyncMode::Data, std::thread::current())
+                .is_none(),
             "nothing new to force"
         );
         // A later write needs a later sync: the first one does not cover it.
         f.write(0, 100, 2);
         assert!(
-            f.st.add_waiter(None, std::thread::current()).is_some(),
+            f.st.add_waiter(None, SyncMode::Data, std::thread::current())
+                .is_some(),
             "a new write counted as durable"
         );
     }
@@ -975,6 +1393,188 @@ mod tests {
         let sync2 = f.plan_one_sync();
         f.st.complete(sync2, 0, &limits(), f.now);
         assert!(f.st.take_result(c).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_forcer_leads_its_commit_and_hands_on_to_the_next() {
+        let mut f = Fixture::new();
+        f.write(0, 100, 1);
+        f.write(100, 100, 1);
+        f.write(4096, 10, 1);
+        let a = f.force();
+        let a2 = f.force(); // another forcer of the same writes: one group
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, a, true) else {
+            panic!("a forcer with little dirty data leads")
+        };
+        assert_eq!(lead.writes.len(), 2, "one write per run of dirty blocks");
+        assert_eq!((lead.writes[0].offset, lead.writes[0].len), (0, 200));
+        assert_eq!(
+            f.st.index.dirty_count(),
+            0,
+            "the lead took every dirty block"
+        );
+        assert!(f.st.idle(), "a lead's requests bring no engine completion");
+        // A write of the same range while the lead writes it is not sent by anybody.
+        f.write(0, 100, 2);
+        let b = f.force();
+        assert!(matches!(
+            f.st.next_step(&limits(), f.now, b, true),
+            Next::Park
+        ));
+        assert!(
+            write_ops(&f.plan()).is_empty(),
+            "one write in flight per range"
+        );
+        let results = [200, 10];
+        f.now += Duration::from_micros(300); // the sync took 300 us
+        let wake = f.st.finish_lead(lead, &results, Some(0), &limits(), f.now);
+        assert!(!wake, "nothing for the submitter");
+        assert!(f.st.take_result(a).unwrap().is_ok());
+        assert!(f.st.take_result(a2).unwrap().is_ok());
+        assert!(
+            f.st.take_result(b).is_none(),
+            "b's write came after the sync started"
+        );
+        // b is next: the group-commit hold (expected 3: two served, one waiting) ...
+        assert!(matches!(
+            f.st.next_step(&limits(), f.now, b, true),
+            Next::Wait(_)
+        ));
+        // ... which one forcer watches; others arriving meanwhile park without a timer.
+        f.write(300, 10, 3);
+        let c = f.force();
+        assert!(matches!(
+            f.st.next_step(&limits(), f.now, c, true),
+            Next::Park
+        ));
+        f.now += Duration::from_millis(1);
+        // ... until its deadline.
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, b, true) else {
+            panic!("b leads after the hold")
+        };
+        assert_eq!(lead.writes.len(), 2, "b's and c's writes");
+        f.st.finish_lead(lead, &[100, 10], Some(-libc::EIO), &limits(), f.now);
+        for w in [b, c] {
+            assert_eq!(
+                f.st.take_result(w).unwrap().unwrap_err().raw_os_error(),
+                Some(libc::EIO)
+            );
+        }
+        assert!(
+            f.st.check_failed().is_err(),
+            "a leader's failed sync latches"
+        );
+    }
+
+    #[test]
+    fn a_lead_whose_write_falls_short_syncs_nothing_and_resubmits() {
+        let mut f = Fixture::new();
+        f.write(0, 100, 1);
+        let a = f.force();
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, a, true) else {
+            panic!()
+        };
+        let op = lead.writes[0].op;
+        f.st.sleeping = true;
+        assert!(
+            f.st.finish_lead(lead, &[40], None, &limits(), f.now),
+            "wake to resubmit"
+        );
+        assert!(f.st.take_result(a).is_none(), "not durable");
+        assert_eq!(f.st.stats.cancelled_fsyncs, 1);
+        assert!(!f.st.idle(), "the rest is the engine's now");
+        assert_eq!(
+            f.plan(),
+            vec![Push::Write {
+                op,
+                linked_sync: None
+            }]
+        );
+        assert_eq!(
+            f.bytes_of(op).len(),
+            60,
+            "resumed at the first unwritten byte"
+        );
+    }
+
+    #[test]
+    fn sync_all_owes_an_fsync_after_a_data_sync_and_groups_both_kinds() {
+        let mut f = Fixture::new();
+        let me = || std::thread::current();
+        // Both kinds wait for one new write: no data sync linked behind it (the group
+        // needs an fsync), then one fsync serves both.
+        f.write(0, 10, 1);
+        let data = f.force();
+        let all = f.st.add_waiter(None, SyncMode::All, me()).unwrap();
+        let pushes = f.plan();
+        let [Push::Write {
+            op,
+            linked_sync: None,
+        }] = pushes[..]
+        else {
+            panic!("{pushes:?}")
+        };
+        f.st.complete(op, 10, &limits(), f.now);
+        let sync = f.plan_one_sync();
+        assert_eq!(
+            f.st.sync_mode(sync),
+            SyncMode::All,
+            "the group has a sync_all"
+        );
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(all).unwrap().is_ok());
+        assert!(
+            f.st.take_result(data).unwrap().is_ok(),
+            "served by the fsync"
+        );
+        assert!(
+            f.st.add_waiter(None, SyncMode::All, me()).is_none(),
+            "nothing changed since the fsync"
+        );
+        // A data force: a linked fdatasync.
+        f.write(100, 10, 2);
+        let w = f.force();
+        let (op, sync) = f.plan_one_linked_write();
+        assert_eq!(f.st.sync_mode(sync), SyncMode::Data);
+        f.st.complete(op, 10, &limits(), f.now);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        assert!(f.st.add_waiter(None, SyncMode::Data, me()).is_none());
+        // Every write is durable, but the file changed since the last fsync.
+        let all = f.st.add_waiter(None, SyncMode::All, me());
+        let all = all.expect("sync_all after a data sync must fsync");
+        f.now += Duration::from_secs(1); // past the group hold
+        let sync = f.plan_one_sync();
+        assert_eq!(f.st.sync_mode(sync), SyncMode::All);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(all).unwrap().is_ok());
+        assert!(f.st.add_waiter(None, SyncMode::All, me()).is_none());
+    }
+
+    #[test]
+    fn no_timer_when_nothing_has_a_deadline() {
+        let mut f = Fixture::new();
+        assert_eq!(f.st.timeout(&limits(), f.now), None, "fresh handle");
+        f.write(0, 10, 1);
+        assert!(f.st.timeout(&limits(), f.now).is_some(), "dirty data ages");
+        let w = f.force();
+        let (op, sync) = f.plan_one_linked_write();
+        f.st.complete(op, 10, &limits(), f.now);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        // The gather window is open, but nobody waits for a next sync.
+        assert_eq!(
+            f.st.timeout(&limits(), f.now),
+            None,
+            "gather with no waiter"
+        );
+        f.now += Duration::from_secs(1);
+        assert!(f.plan().is_empty());
+        assert_eq!(
+            f.st.timeout(&limits(), f.now),
+            None,
+            "passed gather deadline"
+        );
     }
 
     #[test]
@@ -1084,7 +1684,7 @@ mod tests {
         let ops = write_ops(&f.plan_forced());
         f.st.complete(ops[0], 10, &limits(), f.now);
         let w =
-            f.st.add_waiter(Some((0, 10)), std::thread::current())
+            f.st.add_waiter(Some((0, 10)), SyncMode::Data, std::thread::current())
                 .unwrap();
         let sync = f.plan_one_sync();
         f.st.complete(sync, 0, &limits(), f.now);
@@ -1248,6 +1848,156 @@ mod tests {
         let t = size_ops(&f.plan_forced());
         f.st.complete(t[0], -libc::EIO, &limits(), f.now);
         assert_eq!(f.st.failed, Some(libc::EIO));
+    }
+
+    /// A lead keeps `barrier.rs`'s rules: a block held back behind a pending size change
+    /// is never led (the forcer hands it to the submitter).
+    #[test]
+    fn a_lead_never_writes_a_block_held_behind_a_size_change() {
+        let mut f = Fixture::new();
+        f.write(0, 4096, 1);
+        for op in write_ops(&f.plan_forced()) {
+            f.st.complete(op, 4096, &limits(), f.now);
+        }
+        f.write(100, 10, 3);
+        let early = f.force(); // could be served without the ftruncate
+        f.st.set_len(2000);
+        f.write(3000, 100, 2); // after the shrink, past it: waits for the ftruncate
+        let w = f.force();
+        assert!(
+            matches!(
+                f.st.next_step(&limits(), f.now, w, true),
+                Next::WakeSubmitter
+            ),
+            "a lead would write a block the shrink holds back"
+        );
+        let pushes = f.plan();
+        assert_eq!(
+            (size_ops(&pushes).len(), write_ops(&pushes).len()),
+            (1, 1),
+            "{pushes:?}"
+        );
+        let write = write_ops(&pushes)[0];
+        assert_eq!(f.bytes_of(write), vec![3; 10], "only the block at 100 goes");
+        for p in pushes {
+            match p {
+                Push::Write { op, linked_sync } => {
+                    f.st.complete(op, 10, &limits(), f.now);
+                    if let Some(s) = linked_sync {
+                        f.st.complete(s, 0, &limits(), f.now);
+                    }
+                }
+                Push::Size { op } | Push::Sync { op } => f.st.complete(op, 0, &limits(), f.now),
+            }
+        }
+        assert!(f.st.take_result(early).unwrap().is_ok());
+        f.now += Duration::from_millis(1); // past the group-commit hold
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, w, true) else {
+            panic!("the block is free once the ftruncate completed")
+        };
+        assert_eq!((lead.writes[0].offset, lead.writes[0].len), (3000, 100));
+        f.st.finish_lead(lead, &[100], Some(0), &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+    }
+
+    /// A lead's sync covers no size change still pending: a forcer that came after a
+    /// `set_len` is not served by it, one from before is.
+    #[test]
+    fn a_lead_sync_never_claims_a_pending_size_change() {
+        let mut f = Fixture::new();
+        f.write(0, 100, 1);
+        let before = f.force();
+        f.st.set_len(5000);
+        let truncate_seq = f.st.last_seq;
+        f.write(100, 100, 2); // below the new end: not held back
+        let after = f.force();
+        // Any forcer may lead the group it can serve: here, only `before`.
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, after, true) else {
+            panic!("the forcer from before the set_len can be served: a lead")
+        };
+        assert_eq!((lead.writes[0].offset, lead.writes[0].len), (0, 200));
+        f.st.finish_lead(lead, &[200], Some(0), &limits(), f.now);
+        assert!(f.st.take_result(before).unwrap().is_ok());
+        assert!(
+            f.st.take_result(after).is_none(),
+            "served past the ftruncate"
+        );
+        assert!(
+            f.st.durable <= truncate_seq,
+            "the lead's sync claimed the ftruncate"
+        );
+        assert!(matches!(
+            f.st.next_step(&limits(), f.now, after, true),
+            Next::WakeSubmitter
+        ));
+        let pushes = f.plan();
+        let [Push::Size { op }] = pushes[..] else {
+            panic!("expected the ftruncate alone: {pushes:?}")
+        };
+        f.st.complete(op, 0, &limits(), f.now);
+        let sync = f.plan_one_sync();
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(after).unwrap().is_ok());
+    }
+
+    /// A size change waits for a lead's writes in flight over its range, and the lead's
+    /// end wakes the submitter to issue it.
+    #[test]
+    fn a_size_change_waits_for_a_lead_write_in_flight() {
+        let mut f = Fixture::new();
+        f.write(0, 4096, 1);
+        let w = f.force();
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, w, true) else {
+            panic!()
+        };
+        f.st.truncate_start(4096);
+        assert!(
+            size_ops(&f.plan_forced()).is_empty(),
+            "punch raced the lead's write"
+        );
+        f.st.sleeping = true;
+        assert!(
+            f.st.finish_lead(lead, &[4096], Some(0), &limits(), f.now),
+            "the submitter must be woken for the punch"
+        );
+        assert_eq!(size_ops(&f.plan_forced()).len(), 1);
+    }
+
+    /// Appends into the preallocated window still lead, while the zero fill that keeps
+    /// the window ahead of them is in flight; the first lead asks the submitter for it.
+    #[test]
+    fn appends_into_preallocated_space_lead_while_a_fill_is_in_flight() {
+        let mut f = Fixture::new();
+        f.st.barriers = Barriers::new(1, Some(4096), 1 << 20, 0);
+        f.write(0, 100, 1);
+        let a = f.force();
+        f.st.sleeping = true;
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, a, true) else {
+            panic!("a small append leads")
+        };
+        assert!(lead.wake_submitter, "the window must be filled");
+        f.st.finish_lead(lead, &[100], Some(0), &limits(), f.now);
+        assert!(f.st.take_result(a).unwrap().is_ok());
+        let fill = size_ops(&f.plan());
+        let Op::Size(op) = f.st.op(fill[0]) else {
+            panic!()
+        };
+        assert!(
+            matches!(op.change, SizeChange::ZeroFill { offset: 4096, .. }),
+            "{:?}",
+            op.change
+        );
+        f.now += Duration::from_millis(1); // past the group-commit hold
+        f.write(100, 100, 2);
+        let b = f.force();
+        let Next::Lead(lead) = f.st.next_step(&limits(), f.now, b, true) else {
+            panic!("an append below the fill leads while the fill is in flight")
+        };
+        assert!(!lead.wake_submitter, "the window is being filled");
+        f.st.finish_lead(lead, &[100], Some(0), &limits(), f.now);
+        assert!(f.st.take_result(b).unwrap().is_ok());
+        f.st.complete(fill[0], 0, &limits(), f.now);
+        assert_eq!(f.st.failed, None);
     }
 
     impl Fixture {

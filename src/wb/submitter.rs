@@ -20,6 +20,7 @@ pub(crate) fn run(inner: Arc<Inner>, mut engine: Box<dyn Engine>) {
     let mut pushes: Vec<Push> = Vec::new();
     let mut engine_errors = 0;
     let mut pool_failed = false;
+    let mut seen_seq = 0;
     loop {
         let timeout = {
             let mut st = inner.lock();
@@ -41,7 +42,17 @@ pub(crate) fn run(inner: Arc<Inner>, mut engine: Box<dyn Engine>) {
                 break;
             }
             st.sleeping = st.idle();
-            st.timeout(&inner.limits, now)
+            let mut timeout = st.timeout(&inner.limits, now);
+            // While writes keep coming, come back at least every dirty age: then a write
+            // that finds no dirty data need not wake us to start the age clock (a
+            // syscall and a thread switch per commit). Once a whole period passes with
+            // no new write, sleep without a timer.
+            let age = inner.limits.max_dirty_age;
+            if std::mem::replace(&mut seen_seq, st.last_seq) != st.last_seq {
+                timeout = Some(timeout.map_or(age, |t| t.min(age)));
+            }
+            st.timed_sleep = timeout.is_some_and(|t| t <= age);
+            timeout
         };
         match engine.wait(timeout, &mut completions) {
             Ok(()) => engine_errors = 0,
@@ -85,7 +96,9 @@ fn push(engine: &mut dyn Engine, st: &mut State, p: Push, inner: &Inner, now: In
             }
             .map_err(|e| (op, linked_sync, e))
         }
-        Push::Sync { op } => engine.push_sync(op as u64).map_err(|e| (op, None, e)),
+        Push::Sync { op } => engine
+            .push_sync(op as u64, st.sync_mode(op))
+            .map_err(|e| (op, None, e)),
         Push::Size { op } => {
             let Op::Size(s) = st.op(op) else {
                 unreachable!("size push names a size op")
@@ -96,7 +109,12 @@ fn push(engine: &mut dyn Engine, st: &mut State, p: Push, inner: &Inner, now: In
         }
     };
     if let Err((op, linked, e)) = result {
-        let code = -e.raw_os_error().unwrap_or(libc::EIO);
+        // A refused submission was never sent: a write is resubmitted (as after EAGAIN),
+        // after a pause (see `State::timeout`).
+        let code = match e.raw_os_error() {
+            Some(libc::EBUSY | libc::EAGAIN) => -libc::EAGAIN,
+            code => -code.unwrap_or(libc::EIO),
+        };
         st.complete(op, code, &inner.limits, now);
         if let Some(sync) = linked {
             st.complete(sync, -libc::ECANCELED, &inner.limits, now);

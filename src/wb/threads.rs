@@ -34,7 +34,7 @@ enum Op {
         iov: Iovecs,
         linked_sync: Option<u64>,
     },
-    Sync,
+    Sync(SyncMode),
     Size(SizeChange),
 }
 
@@ -79,7 +79,7 @@ impl Shared {
     /// Runs one request to completion, posting its completion(s).
     fn execute(&self, req: Request) {
         match req.op {
-            Op::Sync => self.complete(req.user_data, self.sync_now()),
+            Op::Sync(mode) => self.complete(req.user_data, sync_fd(self.file.as_raw_fd(), mode)),
             Op::Size(change) => {
                 let res = change.run_blocking(self.file.as_raw_fd());
                 self.complete(req.user_data, res);
@@ -109,36 +109,50 @@ impl Shared {
     }
 
     fn sync_now(&self) -> i32 {
-        let fd = self.file.as_raw_fd();
-        loop {
-            // SAFETY: plain syscalls on a descriptor kept open by `self.file`.
-            let rc = unsafe {
-                match self.sync {
-                    SyncMode::Data => libc::fdatasync(fd),
-                    SyncMode::All => libc::fsync(fd),
-                }
-            };
-            if rc == 0 {
-                return 0;
+        sync_fd(self.file.as_raw_fd(), self.sync)
+    }
+}
+
+/// `fdatasync` or `fsync` (per `mode`) with EINTR retried; 0 or `-errno`. Also used by a
+/// forcer that leads a commit on its own thread (`lead.rs`).
+pub(crate) fn sync_fd(fd: i32, mode: SyncMode) -> i32 {
+    loop {
+        // SAFETY: plain syscalls on a descriptor the caller keeps open.
+        let rc = unsafe {
+            match mode {
+                SyncMode::Data => libc::fdatasync(fd),
+                SyncMode::All => libc::fsync(fd),
             }
-            let errno = last_errno();
-            // Only an interrupted call is retried, never a failed sync (fsyncgate).
-            if errno != libc::EINTR {
-                return -errno;
-            }
+        };
+        if rc == 0 {
+            return 0;
+        }
+        let errno = last_errno();
+        // Only an interrupted call is retried, never a failed sync (fsyncgate).
+        if errno != libc::EINTR {
+            return -errno;
         }
     }
 }
 
 /// `pwritev` with EINTR retried; bytes written or `-errno`.
 fn pwritev(fd: i32, iov: &Iovecs, offset: u64) -> i32 {
+    // SAFETY: see `Iovecs`: the array and buffers are valid and unmodified until the
+    // completion is posted, which happens after this call returns.
+    unsafe { pwritev_raw(fd, iov.ptr, iov.count, offset) }
+}
+
+/// `pwritev` of `count` iovecs at `iov`, with EINTR retried; bytes written or `-errno`.
+///
+/// # Safety
+/// `iov` must point to `count` iovecs whose buffers stay valid for the call.
+pub(crate) unsafe fn pwritev_raw(fd: i32, iov: *const libc::iovec, count: u32, offset: u64) -> i32 {
     let Ok(off) = libc::off_t::try_from(offset) else {
         return -libc::EINVAL;
     };
     loop {
-        // SAFETY: see `Iovecs`: the array and buffers are valid and unmodified until the
-        // completion is posted, which happens after this call returns.
-        let n = unsafe { libc::pwritev(fd, iov.ptr, iov.count as libc::c_int, off) };
+        // SAFETY: guaranteed by the caller (this function's contract).
+        let n = unsafe { libc::pwritev(fd, iov, count as libc::c_int, off) };
         if n >= 0 {
             // The kernel caps one write at MAX_RW_COUNT (< 2^31), like an io_uring CQE.
             return i32::try_from(n).unwrap_or(i32::MAX);
@@ -270,8 +284,8 @@ impl Engine for ThreadsEngine {
         )
     }
 
-    fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
-        self.stage(user_data, Op::Sync)
+    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()> {
+        self.stage(user_data, Op::Sync(mode))
     }
 
     fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()> {
@@ -404,7 +418,7 @@ mod tests {
         let mut engine = ThreadsEngine::new(file, SyncMode::All, 3).unwrap();
         assert_eq!(engine.workers.len(), 3);
         assert_eq!(engine.kind(), BackendKind::Threads);
-        engine.push_sync(9).unwrap();
+        engine.push_sync(9, SyncMode::Data).unwrap();
         let mut out = Vec::new();
         while out.is_empty() {
             engine.wait(None, &mut out).unwrap();

@@ -179,8 +179,8 @@ impl UringEngine {
         types::Fd(self.file.as_raw_fd())
     }
 
-    fn sync_entry(&self, user_data: u64) -> squeue::Entry {
-        let flags = match self.sync {
+    fn sync_entry(&self, user_data: u64, mode: SyncMode) -> squeue::Entry {
+        let flags = match mode {
             SyncMode::Data => FsyncFlags::DATASYNC,
             SyncMode::All => FsyncFlags::empty(),
         };
@@ -441,7 +441,10 @@ impl Engine for UringEngine {
                 unsafe { self.ring.submission().push(&write) }
             }
             Some(sync_ud) => {
-                let chain = [write.flags(Flags::IO_LINK), self.sync_entry(sync_ud)];
+                let chain = [
+                    write.flags(Flags::IO_LINK),
+                    self.sync_entry(sync_ud, self.sync),
+                ];
                 // SAFETY: as above; the fsync references no memory.
                 unsafe { self.ring.submission().push_multiple(&chain) }
             }
@@ -451,12 +454,12 @@ impl Engine for UringEngine {
         Ok(())
     }
 
-    fn push_sync(&mut self, user_data: u64) -> io::Result<()> {
+    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()> {
         if user_data == RESERVED_USER_DATA {
             return Err(os_msg(libc::EINVAL, "user_data u64::MAX is reserved"));
         }
         self.make_room(1)?;
-        let entry = self.sync_entry(user_data);
+        let entry = self.sync_entry(user_data, mode);
         // SAFETY: an fsync references no memory; the fd stays open (self.file).
         unsafe { self.ring.submission().push(&entry) }.map_err(|_| os(libc::EBUSY))?;
         self.in_flight += 1;
@@ -773,7 +776,7 @@ mod tests {
             .wait(Some(Duration::from_millis(1)), &mut out)
             .unwrap();
         let engine = std::thread::spawn(move || {
-            let r = engine.push_sync(1).and_then(|()| {
+            let r = engine.push_sync(1, SyncMode::Data).and_then(|()| {
                 let mut out = Vec::new();
                 engine.wait(Some(Duration::from_millis(1)), &mut out)
             });
