@@ -296,6 +296,14 @@ pub fn header(plan: &Plan, machine: &Machine, started: &str, command: &str) -> S
         if plan.direct { "yes" } else { "no (--direct)" },
         plan.force_every.unwrap_or(super::cli::DEFAULT_FORCE_EVERY),
     );
+    if plan.workloads.contains(&Workload::Redb) {
+        let batches: Vec<String> = plan.batches.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            s,
+            "redb: 100-byte values, {} inserts per commit, default durability",
+            batches.join(" and ")
+        );
+    }
     s
 }
 
