@@ -81,21 +81,21 @@ fn redb_power_child() {
     let cfg = config(kind, mutation_by_name(&var("WB_POWER_MUTATION")));
     let seed: u64 = var("WB_POWER_SEED").parse().unwrap();
     let path = Path::new(&path);
-    let open = redb::Database::builder();
+    let builder = Database::builder();
     let db = if kind.backend.is_some() {
         let h = open_or_create(
             path,
             |p| WriteBehindFile::open(p, &cfg),
             |p| WriteBehindFile::create(p, &cfg),
         );
-        open.create_with_backend(h)
+        builder.create_with_backend(h)
     } else {
         let h = open_or_create(
             path,
             |p| FileHandle::open(p, &cfg),
             |p| FileHandle::create(p, &cfg),
         );
-        open.create_with_backend(h)
+        builder.create_with_backend(h)
     }
     .expect("open the database");
     if let Err(e) = commit_loop(&db, seed) {

@@ -215,15 +215,11 @@ struct Opened {
     engine: &'static str,
 }
 
-fn storage_error(e: impl fmt::Display) -> io::Error {
-    io::Error::other(format!("redb: {e}"))
-}
-
 /// The `io::Error` inside a redb error (errno kept), or the error as text.
-fn redb_error(e: redb::Error) -> io::Error {
-    match e {
+fn redb_error(e: impl Into<redb::Error>) -> io::Error {
+    match e.into() {
         redb::Error::Io(e) => e,
-        other => storage_error(other),
+        other => io::Error::other(format!("redb: {other}")),
     }
 }
 
@@ -233,14 +229,14 @@ fn open(cell: &CellConfig, path: &Path) -> io::Result<Opened> {
     let (db, writebehind, engine) = match cell.backend {
         BackendName::Pwrite => {
             let file = OpenOptions::new().read(true).write(true).open(path)?;
-            let inner = Arc::new(FileBackend::new(file).map_err(storage_error)?);
+            let inner = Arc::new(FileBackend::new(file).map_err(redb_error)?);
             let counted = Counted {
                 inner,
                 tallies: tallies.clone(),
             };
             let db = builder
                 .create_with_backend(counted)
-                .map_err(storage_error)?;
+                .map_err(redb_error)?;
             (db, None, "pwrite")
         }
         BackendName::WriteBehind | BackendName::WriteBehindThreads => {
@@ -252,7 +248,7 @@ fn open(cell: &CellConfig, path: &Path) -> io::Result<Opened> {
             };
             let db = builder
                 .create_with_backend(counted)
-                .map_err(storage_error)?;
+                .map_err(redb_error)?;
             (db, Some(h), engine)
         }
         BackendName::PwriteDirect => {
@@ -288,12 +284,12 @@ pub fn run(cell: &CellConfig, machine: &Machine, progress: ProgressFn<'_>) -> io
     // Closing: redb writes its shutdown header and calls the backend's close (a force);
     // then the write-behind handle is closed for its statistics.
     let t = Instant::now();
-    let closed = opened.db.close().map_err(storage_error).and_then(|()| {
+    let closed = opened.db.close().map_err(redb_error).and_then(|()| {
         opened
             .writebehind
             .map(|h| {
                 Arc::into_inner(h)
-                    .ok_or_else(|| storage_error("redb kept the handle"))?
+                    .ok_or_else(|| io::Error::other("redb kept the handle after close"))?
                     .close()
             })
             .transpose()
@@ -332,16 +328,16 @@ fn commit_loop(db: &Database, cell: &CellConfig, progress: ProgressFn<'_>) -> io
     let mut shown = start;
     let mut key = 0u64;
     while quota.is_none_or(|q| m.ops < q) && !sys::interrupted() {
-        let tx = db.begin_write().map_err(storage_error)?;
+        let tx = db.begin_write().map_err(redb_error)?;
         {
-            let mut t = tx.open_table(TABLE).map_err(storage_error)?;
+            let mut t = tx.open_table(TABLE).map_err(redb_error)?;
             for _ in 0..cell.batch {
                 key += 1;
-                t.insert(key, value.as_slice()).map_err(storage_error)?;
+                t.insert(key, value.as_slice()).map_err(redb_error)?;
             }
         }
         let t0 = Instant::now();
-        tx.commit().map_err(|e| redb_error(e.into()))?;
+        tx.commit().map_err(redb_error)?;
         let now = Instant::now();
         m.ack
             .saturating_record(((now - t0).as_nanos() as u64).max(1));
