@@ -234,9 +234,7 @@ fn open(cell: &CellConfig, path: &Path) -> io::Result<Opened> {
                 inner,
                 tallies: tallies.clone(),
             };
-            let db = builder
-                .create_with_backend(counted)
-                .map_err(redb_error)?;
+            let db = builder.create_with_backend(counted).map_err(redb_error)?;
             (db, None, "pwrite")
         }
         BackendName::WriteBehind | BackendName::WriteBehindThreads => {
@@ -246,9 +244,7 @@ fn open(cell: &CellConfig, path: &Path) -> io::Result<Opened> {
                 inner: h.clone(),
                 tallies: tallies.clone(),
             };
-            let db = builder
-                .create_with_backend(counted)
-                .map_err(redb_error)?;
+            let db = builder.create_with_backend(counted).map_err(redb_error)?;
             (db, Some(h), engine)
         }
         BackendName::PwriteDirect => {
