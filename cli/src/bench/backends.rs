@@ -33,6 +33,9 @@ pub fn config(cell: &CellConfig) -> Config {
     if let Some(b) = cell.buffer_bytes {
         cfg = cfg.buffer_bytes(usize::try_from(b).unwrap_or(usize::MAX));
     }
+    if let Some(w) = cell.preallocate {
+        cfg = cfg.preallocate(usize::try_from(w).unwrap_or(usize::MAX));
+    }
     cfg
 }
 
@@ -115,6 +118,7 @@ mod tests {
             direct,
             force_every: 0,
             buffer_bytes: buffer,
+            preallocate: None,
         }
     }
 

@@ -190,6 +190,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub buffer_bytes: Option<u64>,
 
+    /// Preallocation window of the writebehind backends (`Config::preallocate`; 0: off;
+    /// default: the library's, 1 MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub preallocate: Option<u64>,
+
     /// Run every (workload, backend) this many times, interleaved; the table shows medians.
     #[arg(long, value_name = "N", default_value = "1",
           value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -259,6 +264,7 @@ pub struct Plan {
     pub direct: bool,
     pub force_every: Option<u64>,
     pub buffer_bytes: Option<u64>,
+    pub preallocate: Option<u64>,
     pub repeat: u32,
     pub json: Option<PathBuf>,
     pub plot: Option<PathBuf>,
@@ -286,6 +292,8 @@ pub struct CellConfig {
     /// Force after every this many writes per thread (0: never; log forces every record).
     pub force_every: u64,
     pub buffer_bytes: Option<u64>,
+    /// `Config::preallocate` of a writebehind backend (`None`: the library's default).
+    pub preallocate: Option<u64>,
 }
 
 impl CellConfig {
@@ -380,6 +388,7 @@ impl Plan {
             direct: a.direct,
             force_every: a.force_every,
             buffer_bytes: a.buffer_bytes,
+            preallocate: a.preallocate,
             repeat: a.repeat,
             json: a.json,
             plot: a.plot,
@@ -532,6 +541,7 @@ impl Plan {
             } else {
                 None
             },
+            preallocate: self.preallocate.filter(|_| backend.is_writebehind()),
         }
     }
 }

@@ -287,6 +287,7 @@ pub(crate) mod tests {
                 _ => 10,
             },
             buffer_bytes: None,
+            preallocate: None,
         }
     }
 
