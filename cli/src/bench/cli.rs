@@ -500,6 +500,7 @@ impl Plan {
                 } else {
                     None
                 },
+                preallocate: self.preallocate.filter(|_| backend.is_writebehind()),
             };
         }
 
