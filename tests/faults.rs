@@ -28,8 +28,8 @@ use writebehind::{errno, Backend, Config, Handle, WriteBehindFile};
 const PAGE: usize = 4096;
 const BACKENDS: [Backend; 2] = [Backend::IoUring, Backend::Threads];
 /// Separate runs of dirty pages that make the submitter, not a forcer, write them
-/// (a forcer leads a commit of at most 4 runs; see docs/design.md).
-const SCATTERED: u64 = 8;
+/// (a forcer leads a commit of at most 16 runs, buffered; see docs/design.md).
+const SCATTERED: u64 = 24;
 
 /// A handle whose write-back starts only on `force`, backpressure or close (a dirty age
 /// of an hour, a 1 MiB merge limit), so the tests know which completion a fault hits.
