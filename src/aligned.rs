@@ -107,6 +107,31 @@ impl AlignedBuf {
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }
+
+    /// The first `len` bytes, without making a reference to the rest: another thread may
+    /// be writing past `len` (see `PoolBuf::append`).
+    pub(crate) fn prefix(&self, len: usize) -> &[u8] {
+        assert!(len <= self.capacity());
+        // SAFETY: as in as_slice, for the first `len` bytes only. The caller guarantees
+        // those are not written while the returned slice lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), len) }
+    }
+
+    /// Copies `data` to `[at, at + data.len())` through a shared reference.
+    ///
+    /// # Safety
+    ///
+    /// No reference to those bytes may exist (none from `as_slice`, `prefix` or
+    /// `as_mut_slice`), and nobody else may read or write them, until this returns.
+    pub(crate) unsafe fn write_at_shared(&self, at: usize, data: &[u8]) {
+        assert!(at + data.len() <= self.capacity());
+        // SAFETY: in bounds (checked above); the caller guarantees exclusive access to
+        // the range. The heap allocation is not part of `self`, so writing through the
+        // pointer it stores does not mutate behind the `&self`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(at), data.len())
+        }
+    }
 }
 
 impl Drop for AlignedBuf {

@@ -144,6 +144,103 @@ fn sequential_pages_coalesce_into_few_writes() {
     }
 }
 
+/// A sequential writer grows extents while write-back sends their older parts (small
+/// budgets: chunks of a few pages, always some in flight), readers read spans that end at
+/// the newest byte (an extent's old and new bytes, its in-flight and growing parts), and a
+/// forcer forces recent ranges. Every read and, after reopening, the whole file match the
+/// offsets' patterns; most writes grew an extent.
+#[test]
+fn extents_grow_while_older_parts_are_in_flight_and_reads_span_them() {
+    let total: u64 = if stress() { 1 << 30 } else { 16 << 20 };
+    let byte_at = |o: u64| (o.wrapping_mul(0x9E37_79B9) >> 13) as u8;
+    for (name, cfg) in configs() {
+        let dir = common::tempdir();
+        let path = dir.path().join("extents");
+        let file = Arc::new(WriteBehindFile::create(&path, &cfg).unwrap());
+        let frontier = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut side = Vec::new();
+        for t in 0..3u64 {
+            let (file, frontier, stop) = (file.clone(), frontier.clone(), stop.clone());
+            side.push(thread::spawn(move || {
+                let mut rng = Rng::new(0xE7E7 + t);
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let end = frontier.load(Ordering::Acquire);
+                    let back = (PAGE as u64 * rng.range(1, 48)).min(end);
+                    if back == 0 {
+                        thread::yield_now();
+                        continue;
+                    }
+                    if t == 2 {
+                        file.force_range(end - back, end).unwrap();
+                        continue;
+                    }
+                    let mut buf = vec![0u8; back as usize];
+                    file.read(end - back, &mut buf).unwrap();
+                    for (i, &b) in buf.iter().enumerate() {
+                        let o = end - back + i as u64;
+                        assert_eq!(
+                            b,
+                            byte_at(o),
+                            "{name}: byte at {o} (read [{}, {end}))",
+                            end - back
+                        );
+                    }
+                    reads += 1;
+                }
+                reads
+            }));
+        }
+        let mut rng = Rng::new(42);
+        let (mut off, mut writes) = (0u64, 0u64);
+        while off < total {
+            // Mostly pages, sometimes several, sometimes a 512-byte piece (a record).
+            let len = match rng.below(10) {
+                0 => 512,
+                1 => PAGE * rng.range(2, 9) as usize,
+                _ => PAGE,
+            };
+            let data: Vec<u8> = (off..off + len as u64).map(byte_at).collect();
+            file.write(off, &data).unwrap();
+            off += len as u64;
+            writes += 1;
+            frontier.store(off, Ordering::Release);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let reads: u64 = side.into_iter().map(|t| t.join().unwrap()).sum();
+        let file = Arc::into_inner(file).unwrap();
+        let stats = file.close().unwrap();
+        eprintln!(
+            "{name}: {} of {} bytes in {} write ops, {} writes grew an extent, {reads} reads",
+            stats.bytes_written, stats.bytes_requested, stats.write_ops, stats.extended_writes
+        );
+        assert!(reads > 0, "{name}: no read ran");
+        // (With the small budgets a chunk is 4 pages, and writes of 2-8 pages do not fit.)
+        assert!(
+            stats.extended_writes * 3 > writes,
+            "{name}: only {} of {writes} writes grew an extent",
+            stats.extended_writes
+        );
+        let reopened = WriteBehindFile::open(&path, &Config::default()).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < total {
+            let n = (total - at).min(buf.len() as u64) as usize;
+            reopened.read(at, &mut buf[..n]).unwrap();
+            for (i, &b) in buf[..n].iter().enumerate() {
+                assert_eq!(
+                    b,
+                    byte_at(at + i as u64),
+                    "{name}: byte at {} after reopen",
+                    at + i as u64
+                );
+            }
+            at += n as u64;
+        }
+    }
+}
+
 /// With a budget of 8 blocks, many writers wait for write-back instead of failing,
 /// spinning or deadlocking, and the waits are counted.
 #[test]

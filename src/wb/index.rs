@@ -31,6 +31,12 @@ impl Block {
         &self.buf.as_slice()[self.buf_off..self.buf_off + self.len as usize]
     }
 
+    /// Dirty and ending where its buffer's filled bytes end: appending to the buffer
+    /// grows this block and touches no byte anything else references.
+    fn extendable(&self) -> bool {
+        self.flushing.is_none() && self.buf_off + self.len as usize == self.buf.filled()
+    }
+
     fn piece(&self, skip: u64, len: u64) -> Block {
         Block {
             len,
@@ -132,6 +138,75 @@ impl Index {
             },
         );
         self.prune();
+    }
+
+    /// Continues the dirty extent that ends at `off` with `data`, in place: copied into
+    /// the extent's buffer, which must have room, past the bytes anyone references. No
+    /// new block, heap entry or buffer reference; the extent keeps its oldest unwritten
+    /// seq (the new write's is newer). Returns false (changing nothing) when no dirty
+    /// extent ends at `off` with room, or when a block lies in `[off, off + len)`.
+    pub(crate) fn try_extend(&mut self, off: u64, data: &[u8]) -> bool {
+        let len = data.len() as u64;
+        if self.map.range(off..off + len).next().is_some() {
+            return false;
+        }
+        let Some((&bs, b)) = self.map.range_mut(..off).next_back() else {
+            return false;
+        };
+        if bs + b.len != off || !b.extendable() || b.buf.room() < data.len() {
+            return false;
+        }
+        // SAFETY: `&mut self` is the state lock, which serializes every append. The
+        // block is dirty (no write op references it) and ends at its buffer's filled
+        // length, so the appended bytes extend exactly this block.
+        unsafe { b.buf.append(data) };
+        b.len += len;
+        debug_assert_eq!(b.buf_off + b.len as usize, b.buf.filled());
+        self.dirty_bytes += len;
+        true
+    }
+
+    /// Whether the dirty extent at `start` can still grow in place (see `try_extend`).
+    pub(crate) fn open_extent(&self, start: u64) -> bool {
+        self.map
+            .get(&start)
+            .is_some_and(|b| b.extendable() && b.buf.room() > 0)
+    }
+
+    /// Checks the index's invariants (debug builds, and only while it is small enough for
+    /// a full walk to stay cheap): blocks do not overlap and lie within their buffers'
+    /// filled bytes, the dirty set and byte count match the blocks, and the top of the
+    /// by-seq heap names the oldest dirty seq.
+    pub(crate) fn debug_check(&self) {
+        #[cfg(debug_assertions)]
+        if self.map.len() <= 256 {
+            let mut prev_end = 0;
+            let mut dirty_bytes = 0;
+            for (&s, b) in &self.map {
+                assert!(s >= prev_end, "blocks overlap at {s}");
+                prev_end = s + b.len;
+                assert!(
+                    b.buf_off + b.len as usize <= b.buf.filled(),
+                    "block at {s} reaches past its buffer's filled bytes"
+                );
+                assert_eq!(
+                    b.flushing.is_none(),
+                    self.dirty.contains(&s),
+                    "dirty set at {s}"
+                );
+                if b.flushing.is_none() {
+                    dirty_bytes += b.len;
+                }
+            }
+            assert_eq!(dirty_bytes, self.dirty_bytes, "dirty byte count");
+            let oldest = self
+                .map
+                .values()
+                .filter(|b| b.flushing.is_none())
+                .map(|b| b.seq)
+                .min();
+            assert_eq!(self.min_dirty_seq(None), oldest, "by-seq heap top");
+        }
     }
 
     /// Blocks overlapping `[off, end)`, in offset order, as (start, block).
@@ -362,6 +437,188 @@ mod tests {
                 .min();
             assert_eq!(index.min_dirty_seq(None), want, "step {seq}");
         }
+    }
+
+    /// Extents against a byte model: random inserts (exact and chunk-sized buffers),
+    /// in-place growth, sends, completions and failures. After every step the index over
+    /// the "file" reads as the newest bytes; a write in flight still holds exactly the
+    /// bytes it was sent with (growth never writes what an op references); an extent
+    /// grows only when dirty; and the index's invariants hold.
+    #[test]
+    fn extents_grow_in_place_and_match_a_byte_model() {
+        let pool = Pool::new(1 << 30, 1 << 20, 1);
+        let mut index = Index::default();
+        let mut newest: BTreeMap<u64, u8> = BTreeMap::new();
+        let mut file = vec![0u8; 2200];
+        // op -> (start, the bytes it was sent with)
+        let mut flying: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+        let mut rng = Rng::new(0x5851_F42D_4C95_7F2D);
+        let (mut grown, mut refused_in_flight, mut last_end) = (0, 0, 0);
+        for seq in 1..6000u64 {
+            let x = rng.next();
+            let byte = seq as u8;
+            match x % 10 {
+                0..=3 => {
+                    // Continue the block ending at a random block's end, or anywhere.
+                    let off = if x & 16 == 0 {
+                        last_end
+                    } else if x & 8 == 0 {
+                        let s = index.dirty_from((x >> 8) % 2000).next();
+                        s.map_or(0, |s| s + index.map[&s].len)
+                    } else if x & 32 == 0 {
+                        let s = index
+                            .map
+                            .keys()
+                            .nth((x >> 8) as usize % index.map.len().max(1));
+                        s.map_or(0, |s| s + index.map[s].len)
+                    } else {
+                        (x >> 8) % 2000
+                    };
+                    let len = 1 + (x >> 24) % 20;
+                    // (ends at off, in flight, would have room for it)
+                    let free = index.map.range(off..off + len).next().is_none();
+                    let before =
+                        index
+                            .overlapping(off.saturating_sub(1), off)
+                            .next()
+                            .map(|(bs, b)| {
+                                let at_fill = b.buf_off + b.len as usize == b.buf.filled();
+                                let fits = free && at_fill && b.buf.room() >= len as usize;
+                                (bs + b.len == off, b.flushing.is_some(), fits)
+                            });
+                    if index.try_extend(off, &vec![byte; len as usize]) {
+                        grown += 1;
+                        last_end = off + len;
+                        assert_eq!(
+                            before,
+                            Some((true, false, true)),
+                            "grew a block that is not a dirty extent ending at {off}"
+                        );
+                        for o in off..off + len {
+                            newest.insert(o, byte);
+                        }
+                    } else if before == Some((true, true, true)) {
+                        refused_in_flight += 1;
+                    }
+                }
+                4 => {
+                    // One write in flight per byte range (the state machine's rule).
+                    let next = index.dirty_from((x >> 8) % 2000).find(|&s| {
+                        let e = s + index.get(s).unwrap().len;
+                        !flying
+                            .iter()
+                            .any(|(_, fs, b)| *fs < e && s < fs + b.len() as u64)
+                    });
+                    if let Some(start) = next {
+                        let b = index.mark_flushing(start, seq as usize);
+                        let end = start + b.len;
+                        let at_fill = b.buf_off + b.len as usize == b.buf.filled();
+                        let room = b.buf.room() > 0;
+                        flying.push((seq as usize, start, b.bytes().to_vec()));
+                        if at_fill && room && index.map.range(end..end + 1).next().is_none() {
+                            // It would have room, but it is in flight.
+                            assert!(!index.try_extend(end, &[byte]), "grew an extent in flight");
+                            refused_in_flight += 1;
+                        }
+                    }
+                }
+                5 | 6 if !flying.is_empty() => {
+                    let (op, s, sent) = flying.swap_remove((x >> 8) as usize % flying.len());
+                    let e = s + sent.len() as u64;
+                    if x & 32 == 0 {
+                        file[s as usize..e as usize].copy_from_slice(&sent);
+                        index.complete(op, s, e);
+                    } else {
+                        index.unflush(op, s, e);
+                    }
+                }
+                _ => {
+                    let off = (x >> 8) % 2000;
+                    let len = 1 + (x >> 24) % 40;
+                    let (mut b, _) = if x & 192 != 0 {
+                        pool.reserve_extent(len as usize, 256, 256, || {}).unwrap()
+                    } else {
+                        pool.reserve(len as usize, || {}).unwrap()
+                    };
+                    b.as_mut_slice().fill(byte);
+                    index.insert(off, len, b, seq);
+                    last_end = off + len;
+                    for o in off..off + len {
+                        newest.insert(o, byte);
+                    }
+                }
+            }
+            index.debug_check();
+            if seq % 5 != 0 {
+                continue;
+            }
+            for (&o, &want) in &newest {
+                let got = index
+                    .overlapping(o, o + 1)
+                    .next()
+                    .map_or(file[o as usize], |(bs, b)| b.bytes()[(o - bs) as usize]);
+                assert_eq!(got, want, "byte at {o}, step {seq}");
+            }
+            for (_, s, sent) in &flying {
+                // The op's own view: its pieces still in the index show the sent bytes.
+                for (bs, b) in index.overlapping(*s, s + sent.len() as u64) {
+                    if b.flushing.is_some() && flying.iter().any(|(op, ..)| Some(*op) == b.flushing)
+                    {
+                        let (_, os, osent) = flying
+                            .iter()
+                            .find(|(op, ..)| Some(*op) == b.flushing)
+                            .unwrap();
+                        let at = (bs - os) as usize;
+                        assert_eq!(
+                            b.bytes(),
+                            &osent[at..at + b.len as usize],
+                            "in-flight bytes changed"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            grown > 50 && refused_in_flight > 2,
+            "grown {grown}, refused while in flight {refused_in_flight}"
+        );
+    }
+
+    #[test]
+    fn a_reader_copying_old_bytes_races_no_append() {
+        // A reader holds the extent's buffer and copies its old bytes while the extent
+        // grows past them (as `read_into` does outside the lock); the old bytes never
+        // change and the new ones appear only through the filled length.
+        let pool = Pool::new(1 << 24, 100, 1);
+        let mut index = Index::default();
+        let (mut b, _) = pool.reserve_extent(4096, 1 << 20, 1 << 20, || {}).unwrap();
+        b.as_mut_slice().fill(1);
+        index.insert(0, 4096, b, 1);
+        let shared = index.get(0).unwrap().buf.shared();
+        let reader = std::thread::spawn(move || {
+            let mut copy = vec![0u8; 4096];
+            for _ in 0..20_000 {
+                copy.copy_from_slice(&shared.as_slice()[..4096]);
+                assert!(
+                    copy.iter().all(|&x| x == 1),
+                    "old bytes changed under a reader"
+                );
+                let filled = shared.as_slice().len();
+                assert!(filled % 4096 == 0);
+                assert_eq!(shared.as_slice()[filled - 1], (filled / 4096) as u8);
+            }
+        });
+        for page in 1..256u64 {
+            assert!(index.try_extend(page * 4096, &[(page as u8).wrapping_add(1); 4096]));
+        }
+        reader.join().unwrap();
+        assert_eq!(index.len(), 1, "one block for the whole extent");
+        assert_eq!(index.get(0).unwrap().len, 1 << 20);
+        assert!(
+            !index.try_extend(1 << 20, &[0; 4096]),
+            "grew past its limit"
+        );
+        index.debug_check();
     }
 
     #[test]

@@ -122,10 +122,30 @@ pub(crate) struct Inner {
     direct: bool,
     /// The cap on one call's length ([`Config::max_io_bytes`]).
     max_io: usize,
+    /// The size of an extent's buffer (0: writes never grow extents).
+    chunk: usize,
+    /// Where the last stored write ended: a write starting there continues it.
+    last_end: AtomicU64,
     /// What `force` asks for (`Config::sync`).
     sync: SyncMode,
     #[cfg(feature = "fault-injection")]
     faults: Option<fault::FaultInjector>,
+}
+
+/// The largest buffer an extent grows to: 256 page writes per iovec.
+const EXTENT_CHUNK: usize = 1 << 20;
+
+/// The clock reading that times this write's ack: taken for one write in
+/// [`Stats::ACK_SAMPLE`] on each thread, so most writes never read the clock.
+fn ack_clock() -> Option<Instant> {
+    thread_local! {
+        static COUNT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    COUNT.with(|c| {
+        let n = c.get();
+        c.set(if n + 1 >= Stats::ACK_SAMPLE { 0 } else { n + 1 });
+        (n == 0).then(Instant::now)
+    })
 }
 
 /// The end of `[offset, offset + len)` for a write: `EINVAL` when it overflows `u64` or
@@ -196,18 +216,39 @@ impl Inner {
         self.pool.reserve(len, || self.waker.wake())
     }
 
-    /// Installs a filled buffer at `offset` (`None`: at the end, as an append) and returns
-    /// where it went.
-    fn install(
+    /// Whether a write at `offset` looks sequential: it starts where the last write
+    /// ended, or at the end. Only those try to grow an extent or get a chunk-sized
+    /// buffer; random writes keep their exact-size buffers and one lock round.
+    fn continues(&self, offset: u64) -> bool {
+        offset == self.last_end.load(Ordering::Relaxed)
+            || offset == self.end.load(Ordering::Acquire)
+    }
+
+    /// A buffer for a write of `len` bytes at `offset` (`None`: an append). A write that
+    /// looks sequential and ends inside a chunk (`chunk` bytes, aligned in the file) gets
+    /// a chunk-sized buffer that later writes can grow in place up to the chunk's end.
+    fn reserve_for(
         &self,
         offset: Option<u64>,
-        buf: BufRef,
-        began: Instant,
-        waited: Option<Duration>,
-    ) -> io::Result<u64> {
-        let len = buf.as_slice().len();
-        let mut st = self.lock();
-        st.check_failed()?;
+        len: usize,
+    ) -> io::Result<(BufRef, Option<Duration>)> {
+        let chunk = self.chunk as u64;
+        if chunk > 0 && offset.is_none_or(|o| self.continues(o)) {
+            let off = offset.unwrap_or_else(|| self.end.load(Ordering::Acquire));
+            let room = chunk - off % chunk;
+            if (len as u64) < room {
+                let wake = || self.waker.wake();
+                return self
+                    .pool
+                    .reserve_extent(len, self.chunk, room as usize, wake);
+            }
+        }
+        self.reserve(len)
+    }
+
+    /// Where a write of `len` bytes goes (`offset`, or the end for `None`), checked
+    /// against the start, the alignment and the largest offset.
+    fn place(&self, st: &State, offset: Option<u64>, len: usize) -> io::Result<u64> {
         let off = match offset {
             Some(off) if off < st.start => return Err(edom()),
             Some(off) => off,
@@ -217,23 +258,64 @@ impl Inner {
             }
         };
         write_range_end(off, len)?;
-        let now = Instant::now();
-        let wake = st.install(off, buf, self.limits.watermark, now);
-        self.end.store(st.end, Ordering::Release);
-        let stats = &mut st.stats;
-        record(
-            &mut stats.write_ack_ns,
-            now.duration_since(began).as_nanos() as u64,
-        );
+        Ok(off)
+    }
+
+    /// Stores `data` at `offset` (`None`: at the end, as an append) and returns where it
+    /// went: in place at the end of the dirty extent it continues when there is one with
+    /// room, else copied into a new buffer outside the lock and installed.
+    fn store(&self, offset: Option<u64>, data: &[u8]) -> io::Result<u64> {
+        let began = ack_clock();
+        if self.chunk > 0 && offset.is_none_or(|o| self.continues(o)) {
+            let mut st = self.lock();
+            st.check_failed()?;
+            let off = self.place(&st, offset, data.len())?;
+            if let Some(wake) = st.extend(off, data, self.limits.watermark, Instant::now) {
+                self.acked(st, off + data.len() as u64, began, wake);
+                return Ok(off);
+            }
+        }
+        let (mut buf, waited) = self.reserve_for(offset, data.len())?;
+        buf.as_mut_slice().copy_from_slice(data);
+        self.install(offset, buf, began, waited)
+    }
+
+    /// Installs a filled buffer at `offset` (`None`: at the end, as an append) and returns
+    /// where it went. `began`: when the call started, if its ack is timed.
+    fn install(
+        &self,
+        offset: Option<u64>,
+        buf: BufRef,
+        began: Option<Instant>,
+        waited: Option<Duration>,
+    ) -> io::Result<u64> {
+        let len = buf.as_slice().len();
+        let mut st = self.lock();
+        st.check_failed()?;
+        let off = self.place(&st, offset, len)?;
+        let wake = st.install(off, buf, self.limits.watermark, Instant::now);
         if let Some(w) = waited {
-            stats.backpressure_waits += 1;
-            stats.backpressure_wait_ns += w.as_nanos() as u64;
+            st.stats.backpressure_waits += 1;
+            st.stats.backpressure_wait_ns += w.as_nanos() as u64;
+        }
+        self.acked(st, off + len as u64, began, wake);
+        Ok(off)
+    }
+
+    /// The end of a stored write: publish the end, time the ack, wake the submitter.
+    fn acked(&self, mut st: StateGuard<'_>, end: u64, began: Option<Instant>, wake: bool) {
+        self.end.store(st.end, Ordering::Release);
+        self.last_end.store(end, Ordering::Relaxed);
+        if let Some(began) = began {
+            record(
+                &mut st.stats.write_ack_ns,
+                began.elapsed().as_nanos() as u64,
+            );
         }
         drop(st);
         if wake {
             self.waker.wake();
         }
-        Ok(off)
     }
 
     /// Registers a waiter and waits for its result, leading a commit on this thread
@@ -317,7 +399,10 @@ impl Inner {
                 ));
             }
         }
-        // Buffers are immutable once installed, so copying outside the lock is safe.
+        // Copying outside the lock is safe: each piece lies below its buffer's filled
+        // length as it was under the lock, and those bytes are never written again while
+        // the buffer is shared (growing an extent writes only past the filled length;
+        // `pool.rs`, `BufRef::append`).
         if covered < buf.len() as u64 {
             if self.direct {
                 fileio::pread_direct(&self.file, self.align, buf, offset)?;
@@ -342,6 +427,19 @@ impl Inner {
     }
 }
 
+/// The buffer size of an extent: a chunk of [`EXTENT_CHUNK`], but no more than one write
+/// (`max_write`) or a quarter of the budget, whole pages of the alignment; 0 (no extents)
+/// when that leaves less than two pages.
+fn extent_chunk(max_write: usize, budget: usize, align: usize) -> usize {
+    let page = align.max(4096);
+    let chunk = EXTENT_CHUNK.min(max_write).min(budget / 4) / page * page;
+    if chunk < 2 * page {
+        0
+    } else {
+        chunk
+    }
+}
+
 impl CommitSink for Inner {
     fn commit(&self, offset: u64, len: usize, buf: AlignedBuf) -> io::Result<()> {
         let buf = self.pool.adopt(buf, len);
@@ -354,7 +452,7 @@ impl CommitSink for Inner {
                 Ok(())
             };
         }
-        self.install(Some(offset), buf, Instant::now(), None)
+        self.install(Some(offset), buf, ack_clock(), None)
             .map(|_| ())
     }
 
@@ -497,6 +595,8 @@ impl WriteBehindFile {
             align,
             direct: cfg.direct_io,
             max_io: cfg.max_io_bytes,
+            chunk: extent_chunk(max_write, cfg.buffer_bytes, align),
+            last_end: AtomicU64::new(len),
             sync: cfg.sync,
             #[cfg(feature = "fault-injection")]
             faults: cfg.fault_injector.clone(),
@@ -656,7 +756,6 @@ impl Handle for WriteBehindFile {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let began = Instant::now();
         check_io_len(data.len(), self.inner.max_io)?;
         range_end(offset, data.len())?;
         if offset < self.start_position() {
@@ -667,23 +766,16 @@ impl Handle for WriteBehindFile {
         }
         write_range_end(offset, data.len())?;
         self.inner.check_aligned(offset, data.len())?;
-        let (mut buf, waited) = self.inner.reserve(data.len())?;
-        buf.as_mut_slice().copy_from_slice(data);
-        self.inner
-            .install(Some(offset), buf, began, waited)
-            .map(|_| ())
+        self.inner.store(Some(offset), data).map(|_| ())
     }
 
     fn append(&self, data: &[u8]) -> io::Result<u64> {
-        let began = Instant::now();
         check_io_len(data.len(), self.inner.max_io)?;
         if data.is_empty() {
             return Ok(self.end_position());
         }
         self.inner.check_aligned(0, data.len())?;
-        let (mut buf, waited) = self.inner.reserve(data.len())?;
-        buf.as_mut_slice().copy_from_slice(data);
-        self.inner.install(None, buf, began, waited)
+        self.inner.store(None, data)
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {

@@ -106,7 +106,34 @@ impl Pool {
         len: usize,
         on_wait: impl FnOnce(),
     ) -> io::Result<(BufRef, Option<Duration>)> {
-        let (cap, align) = class(len, self.min_align);
+        self.reserve_growable(len, len, on_wait)
+    }
+
+    /// As [`reserve`](Pool::reserve), but the buffer can hold `cap` bytes (charged in
+    /// full) and may later grow by [`BufRef::append`] up to `limit` bytes (`len <= limit
+    /// <= cap`): the buffer of an extent.
+    pub(crate) fn reserve_extent(
+        self: &Arc<Self>,
+        len: usize,
+        cap: usize,
+        limit: usize,
+        on_wait: impl FnOnce(),
+    ) -> io::Result<(BufRef, Option<Duration>)> {
+        debug_assert!(len <= limit && limit <= cap);
+        let (b, waited) = self.reserve_growable(len, cap, on_wait)?;
+        let mut b = b;
+        let pb = Arc::get_mut(b.0.as_mut().expect("held")).expect("not yet shared");
+        pb.limit = limit.min(pb.buf.capacity());
+        Ok((b, waited))
+    }
+
+    fn reserve_growable(
+        self: &Arc<Self>,
+        len: usize,
+        cap: usize,
+        on_wait: impl FnOnce(),
+    ) -> io::Result<(BufRef, Option<Duration>)> {
+        let (cap, align) = class(len.max(cap), self.min_align);
         let mut st = self.lock();
         // Set once queued: (when, ticket).
         let mut waited: Option<(Instant, u64)> = None;
@@ -183,14 +210,16 @@ impl Pool {
                 };
                 Arc::new(PoolBuf {
                     buf,
-                    len: 0,
+                    filled: AtomicUsize::new(0),
+                    limit: 0,
                     live: false,
                     pool: Arc::clone(self),
                 })
             }
         };
         let b = Arc::get_mut(&mut shared).expect("free buffers are held only by the pool");
-        b.len = len;
+        *b.filled.get_mut() = len;
+        b.limit = len;
         b.live = true;
         Ok((BufRef(Some(shared)), waited.map(|(t, _)| t.elapsed())))
     }
@@ -199,7 +228,8 @@ impl Pool {
     pub(crate) fn adopt(self: &Arc<Self>, buf: AlignedBuf, len: usize) -> BufRef {
         BufRef(Some(Arc::new(PoolBuf {
             buf,
-            len,
+            filled: AtomicUsize::new(len),
+            limit: len,
             live: true,
             pool: Arc::clone(self),
         })))
@@ -265,20 +295,27 @@ impl Pool {
     }
 }
 
-/// A pooled buffer holding `len` meaningful bytes. Once shared it is never written again,
-/// which is what lets the kernel, readers and the index all look at it at once.
+/// A pooled buffer holding `filled` meaningful bytes.
+///
+/// Once shared, its first `filled` bytes are never written again, which is what lets the
+/// kernel, readers and the index all look at them at once without a lock. The buffer of
+/// an extent may still grow: [`BufRef::append`] writes bytes past `filled` (up to
+/// `limit`), which nobody references, and only then moves `filled` past them.
 pub(crate) struct PoolBuf {
     buf: AlignedBuf,
-    len: usize,
+    /// Meaningful bytes; only grows while the buffer is shared (reset on reuse).
+    filled: AtomicUsize,
+    /// How far `append` may fill it (at most the capacity).
+    limit: usize,
     /// Counted in the pool's live budget (false while on the free list).
     live: bool,
     pool: Arc<Pool>,
 }
 
 impl PoolBuf {
-    /// The meaningful bytes.
+    /// The meaningful bytes (as filled now).
     pub(crate) fn as_slice(&self) -> &[u8] {
-        &self.buf.as_slice()[..self.len]
+        self.buf.prefix(self.filled.load(Ordering::Acquire))
     }
 }
 
@@ -319,7 +356,39 @@ impl BufRef {
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         let b =
             Arc::get_mut(self.0.as_mut().expect("held")).expect("written only before it is shared");
-        &mut b.buf.as_mut_slice()[..b.len]
+        let len = *b.filled.get_mut();
+        &mut b.buf.as_mut_slice()[..len]
+    }
+
+    /// Meaningful bytes so far.
+    pub(crate) fn filled(&self) -> usize {
+        self.get().filled.load(Ordering::Acquire)
+    }
+
+    /// Bytes `append` may still add.
+    pub(crate) fn room(&self) -> usize {
+        let b = self.get();
+        b.limit - b.filled.load(Ordering::Acquire)
+    }
+
+    /// Copies `data` right after the filled bytes and counts them as filled.
+    ///
+    /// # Safety
+    ///
+    /// Appends to one buffer must not run concurrently: the caller holds the lock that
+    /// serializes them (the handle's state lock, as `&mut Index`). `data.len() <= room()`.
+    pub(crate) unsafe fn append(&self, data: &[u8]) {
+        let b = self.get();
+        let at = b.filled.load(Ordering::Acquire);
+        assert!(data.len() <= b.limit - at, "append past the buffer's limit");
+        // SAFETY: `[at, at + len)` lies past `filled`. Every reference to this buffer's
+        // bytes — index blocks, write ops' iovecs, readers' slices (`as_slice`, which
+        // takes only the filled prefix) — was taken when `filled` was at most `at` (it
+        // never shrinks while shared), so none covers these bytes; and appends are
+        // serialized by the caller, so no one else writes them.
+        unsafe { b.buf.write_at_shared(at, data) };
+        // Release: whoever sees the new length sees the bytes.
+        b.filled.store(at + data.len(), Ordering::Release);
     }
 
     /// A reference for a reader (zero-copy `ReadBuffer`).

@@ -108,8 +108,10 @@ pub(crate) struct LeadWrite {
 /// The iovec array of a write in flight.
 struct IoVecs(Vec<libc::iovec>);
 
-// SAFETY: the iovecs point into pooled buffers (`BufRef`) owned by the same `WriteOp`, which
-// are immutable once shared and `Send + Sync`; the raw pointers carry no thread affinity.
+// SAFETY: the iovecs point into pooled buffers (`BufRef`) owned by the same `WriteOp`, at
+// bytes below the buffers' filled lengths, which are never written while shared (extents
+// grow only past them), and the buffers are `Send + Sync`; the raw pointers carry no
+// thread affinity.
 unsafe impl Send for IoVecs {}
 
 pub(crate) struct WriteOp {
@@ -315,19 +317,75 @@ impl State {
     /// Stores a write (already copied into `buf`) and says whether the submitter must be
     /// woken: when dirty data appears while it sleeps without a timer that comes back
     /// within the dirty age (to start its age clock), or when dirty bytes cross the
-    /// watermark.
-    pub(crate) fn install(&mut self, off: u64, buf: BufRef, watermark: u64, now: Instant) -> bool {
+    /// watermark. `now` is called only when the age clock starts.
+    pub(crate) fn install(
+        &mut self,
+        off: u64,
+        buf: BufRef,
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> bool {
         let len = buf.as_slice().len() as u64;
         self.last_seq += 1;
         self.index.insert(off, len, buf, self.last_seq);
-        self.end = self.end.max(off + len);
+        self.installed(off + len, len, watermark, now)
+    }
+
+    /// Stores a write that continues the dirty extent ending at `off` by copying it into
+    /// that extent's buffer (`Index::try_extend`). `None` (nothing changed) when no such
+    /// extent has room; otherwise whether to wake the submitter, as for `install`.
+    pub(crate) fn extend(
+        &mut self,
+        off: u64,
+        data: &[u8],
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<bool> {
+        if !self.index.try_extend(off, data) {
+            return None;
+        }
+        // The extent keeps its older unwritten seq; this write still gets its own, so
+        // a force registered after it targets it.
+        self.last_seq += 1;
+        self.stats.extended_writes += 1;
+        let len = data.len() as u64;
+        Some(self.installed(off + len, len, watermark, now))
+    }
+
+    fn installed(
+        &mut self,
+        end: u64,
+        len: u64,
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> bool {
+        self.debug_check();
+        self.end = self.end.max(end);
         self.stats.bytes_requested += len;
         let first_dirty = self.dirty_since.is_none();
         if first_dirty {
-            self.dirty_since = Some(now);
+            self.dirty_since = Some(now());
         }
         let age_clock = first_dirty && !self.timed_sleep;
         self.wants_wake(age_clock || self.index.dirty_bytes() >= watermark)
+    }
+
+    /// Checks the block model's invariants after a transition (debug builds; the full
+    /// walks only while the index and the ops are small): the index's own, and that no
+    /// write in flight references bytes past its buffers' filled length (which an
+    /// extent's growth may write).
+    pub(crate) fn debug_check(&self) {
+        self.index.debug_check();
+        #[cfg(debug_assertions)]
+        if self.ops.len() <= 256 {
+            for (_, op) in &self.ops {
+                if let Op::Write(w) = op {
+                    for (buf, start, len) in &w.segs {
+                        assert!(start + len <= buf.filled(), "op references unfilled bytes");
+                    }
+                }
+            }
+        }
     }
 
     /// Registers a force waiter for writes up to now; `None` when already durable (and,
@@ -421,6 +479,7 @@ impl State {
             self.dirty_since = None;
         }
         let punch = self.barriers.punch_below(new_start);
+        self.debug_check();
         self.wants_wake(punch)
     }
 
@@ -442,6 +501,7 @@ impl State {
         self.last_seq += 1;
         self.barriers.truncate(len, Some(self.last_seq));
         self.end = len;
+        self.debug_check();
         self.wants_wake(true)
     }
 
@@ -587,27 +647,19 @@ impl State {
         let mut new_ops = 0;
         let mut last_new = None;
         if flush {
-            // C-SCAN from the cursor, wrapping once, so no offset range starves.
-            let cursor = self.cursor;
-            for (from, until) in [(cursor, u64::MAX), (0, cursor)] {
-                let mut pos = from;
-                while self.writes_inflight < lim.queue_depth {
-                    let Some(start) = self.next_unblocked_dirty(pos, until) else {
-                        break;
-                    };
-                    let op = self.start_run(start, lim, now);
-                    let Op::Write(w) = &self.ops[op] else {
-                        unreachable!()
-                    };
-                    pos = w.offset + w.len;
-                    self.cursor = pos;
-                    new_ops += 1;
-                    last_new = Some(op);
-                    out.push(Push::Write {
-                        op,
-                        linked_sync: None,
-                    });
-                }
+            // An extent that can still grow waits while writes stream (their completions
+            // bring the submitter back), unless something needs it now: sent half
+            // filled, it could not grow, and the next write would start a new buffer.
+            let urgent = self.closing || waiting || space_waiters || old;
+            new_ops = self.send_runs(lim, now, !urgent, &mut last_new, out);
+            if new_ops == 0
+                && !urgent
+                && self.writes_inflight == 0
+                && self.index.dirty_bytes() >= lim.watermark
+            {
+                // Only growing extents are left, and nothing in flight will bring the
+                // submitter back: send them rather than be woken for nothing.
+                new_ops = self.send_runs(lim, now, false, &mut last_new, out);
             }
             if self.index.dirty_count() == 0 {
                 self.dirty_since = None;
@@ -622,15 +674,60 @@ impl State {
             let single_new = if new_ops == 1 { last_new } else { None };
             self.plan_sync(single_new, lim, now, out);
         }
+        self.debug_check();
     }
 
-    fn next_unblocked_dirty(&self, from: u64, until: u64) -> Option<u64> {
+    /// Sends runs of dirty blocks C-SCAN from the cursor, wrapping once (so no offset
+    /// range starves), up to the queue depth; `hold_open` skips extents that can still
+    /// grow. Returns how many writes it pushed (the last in `last_new`).
+    fn send_runs(
+        &mut self,
+        lim: &Limits,
+        now: Instant,
+        hold_open: bool,
+        last_new: &mut Option<usize>,
+        out: &mut Vec<Push>,
+    ) -> usize {
+        let mut sent = 0;
+        let cursor = self.cursor;
+        for (from, until) in [(cursor, u64::MAX), (0, cursor)] {
+            let mut pos = from;
+            while self.writes_inflight < lim.queue_depth {
+                let Some(start) = self.next_unblocked_dirty(pos, until, hold_open) else {
+                    break;
+                };
+                let op = self.start_run(start, lim, now, hold_open);
+                let Op::Write(w) = &self.ops[op] else {
+                    unreachable!()
+                };
+                pos = w.offset + w.len;
+                self.cursor = pos;
+                sent += 1;
+                *last_new = Some(op);
+                out.push(Push::Write {
+                    op,
+                    linked_sync: None,
+                });
+            }
+        }
+        sent
+    }
+
+    /// Whether the dirty block at `start` may be sent now.
+    fn sendable(&self, start: u64, len: u64, hold_open: bool) -> bool {
+        let held = hold_open && self.index.open_extent(start);
+        !held
+            && !self.overlaps_inflight(start, start + len)
+            && !self.barriers.holds(start, start + len)
+    }
+
+    fn next_unblocked_dirty(&self, from: u64, until: u64, hold_open: bool) -> Option<u64> {
         self.index
             .dirty_from(from)
             .take_while(|&s| s < until)
             .find(|&s| {
                 let b = self.index.get(s).expect("dirty block");
-                !self.overlaps_inflight(s, s + b.len) && !self.barriers.holds(s, s + b.len)
+                self.sendable(s, b.len, hold_open)
             })
     }
 
@@ -696,7 +793,7 @@ impl State {
 
     /// Sends the dirty block at `start` and the adjacent dirty blocks after it as one
     /// vectored write, up to the size and iovec limits.
-    fn start_run(&mut self, start: u64, lim: &Limits, now: Instant) -> usize {
+    fn start_run(&mut self, start: u64, lim: &Limits, now: Instant, hold_open: bool) -> usize {
         let key = self.ops.vacant_key();
         let mut segs = Vec::new();
         let mut seq = u64::MAX;
@@ -715,8 +812,7 @@ impl State {
             };
             if end - start + next_len > lim.max_write_bytes
                 || segs.len() >= IOV_MAX
-                || self.overlaps_inflight(end, end + next_len)
-                || self.barriers.holds(end, end + next_len)
+                || !self.sendable(end, next_len, hold_open)
             {
                 break;
             }
@@ -888,7 +984,7 @@ impl State {
             let Some(start) = self.index.dirty_from(0).next() else {
                 break;
             };
-            let op = self.start_run(start, lim, now);
+            let op = self.start_run(start, lim, now, false);
             let Op::Write(w) = &mut self.ops[op] else {
                 unreachable!()
             };
@@ -1018,6 +1114,7 @@ impl State {
             Op::Sync(_) => self.complete_sync(key, result, now),
             Op::Size(_) => self.complete_size(key, result),
         }
+        self.debug_check();
     }
 
     fn complete_write(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
@@ -1200,7 +1297,36 @@ mod tests {
         fn write(&mut self, off: u64, len: usize, byte: u8) {
             let (mut b, _) = self.pool.reserve(len, || {}).unwrap();
             b.as_mut_slice().fill(byte);
-            self.st.install(off, b, u64::MAX, self.now);
+            let now = self.now;
+            self.st.install(off, b, u64::MAX, || now);
+        }
+        /// A sequential write: grows the dirty extent ending at `off` in place when it
+        /// can, else installs a new extent buffer (64 KiB chunks). Returns whether it grew.
+        fn write_seq(&mut self, off: u64, len: usize, byte: u8) -> bool {
+            let now = self.now;
+            let data = vec![byte; len];
+            if self.st.extend(off, &data, u64::MAX, || now).is_some() {
+                return true;
+            }
+            let room = 65536 - (off % 65536) as usize;
+            let (mut b, _) = self
+                .pool
+                .reserve_extent(len, 65536, room.max(len), || {})
+                .unwrap();
+            b.as_mut_slice().fill(byte);
+            self.st.install(off, b, u64::MAX, || now);
+            false
+        }
+        /// What a read of `[off, end)` sees in the index (`None` for bytes not buffered).
+        fn buffered(&self, off: u64, end: u64) -> Vec<Option<u8>> {
+            let mut out = vec![None; (end - off) as usize];
+            for (bs, b) in self.st.index.overlapping(off, end) {
+                let bytes = &b.buf.as_slice()[b.buf_off..b.buf_off + b.len as usize];
+                for o in bs.max(off)..(bs + b.len).min(end) {
+                    out[(o - off) as usize] = Some(bytes[(o - bs) as usize]);
+                }
+            }
+            out
         }
         /// Plans and expects exactly one plain sync (and nothing else); returns its op.
         fn plan_one_sync(&mut self) -> usize {
@@ -1294,6 +1420,175 @@ mod tests {
         let bytes = f.bytes_of(ops[0]);
         assert!(bytes[..4096].iter().all(|&b| b == 1) && bytes[8192..].iter().all(|&b| b == 3));
         assert_eq!(f.st.stats.blocks_per_write.max(), 3);
+    }
+
+    #[test]
+    fn an_extent_grows_in_place_and_goes_out_as_one_iovec() {
+        let mut f = Fixture::new();
+        assert!(!f.write_seq(0, 4096, 1));
+        for page in 1..16u64 {
+            assert!(
+                f.write_seq(page * 4096, 4096, page as u8 + 1),
+                "page {page}"
+            );
+        }
+        assert_eq!(f.st.index.len(), 1, "one block for the extent");
+        assert_eq!((f.st.stats.extended_writes, f.st.last_seq), (15, 16));
+        let ops = write_ops(&f.plan_forced());
+        let Op::Write(w) = f.st.op(ops[0]) else {
+            panic!()
+        };
+        assert_eq!((ops.len(), w.len, w.iovecs().len()), (1, 65536, 1));
+        let bytes = f.bytes_of(ops[0]);
+        assert!((0..16).all(|p| bytes[p * 4096..(p + 1) * 4096]
+            .iter()
+            .all(|&b| b == p as u8 + 1)));
+        // The chunk is full: the next write starts a new extent.
+        assert!(!f.write_seq(65536, 4096, 9));
+    }
+
+    #[test]
+    fn an_extent_in_flight_does_not_grow_and_a_read_spans_old_and_new_bytes() {
+        let mut f = Fixture::new();
+        f.write_seq(0, 4096, 1);
+        f.write_seq(4096, 4096, 2);
+        let first = write_ops(&f.plan_forced())[0];
+        // Its buffer is in flight: the next page must not be appended to it (the kernel
+        // may be reading the iovec), so it starts a new buffer, which then grows.
+        assert!(!f.write_seq(8192, 4096, 3), "grew an extent in flight");
+        assert!(f.write_seq(12288, 4096, 4));
+        // A rewrite of the in-flight range is copy-on-write.
+        f.write(4096, 100, 5);
+        assert_eq!(
+            f.bytes_of(first),
+            [vec![1; 4096], vec![2; 4096]].concat(),
+            "in-flight bytes changed"
+        );
+        let seen = f.buffered(0, 16384);
+        let want = |o: usize| match o {
+            0..4096 => 1,
+            4096..4196 => 5,
+            4196..8192 => 2,
+            8192..12288 => 3,
+            _ => 4,
+        };
+        assert!(
+            (0..16384).all(|o| seen[o] == Some(want(o))),
+            "a read across the old extent (in flight) and the new one"
+        );
+        // The new extent is dirty and grows while the old one is still in flight; the
+        // rewrite waits for the first write (one write in flight per range).
+        assert!(f.write_seq(16384, 4096, 6));
+        let pushes = f.plan_forced();
+        let second = write_ops(&pushes);
+        assert_eq!(second.len(), 1, "{pushes:?}");
+        let Op::Write(w) = f.st.op(second[0]) else {
+            panic!()
+        };
+        assert_eq!((w.offset, w.len), (8192, 12288));
+        f.st.complete(first, 8192, &limits(), f.now);
+        f.st.complete(second[0], 12288, &limits(), f.now);
+        let third = write_ops(&f.plan_forced());
+        let Op::Write(w) = f.st.op(third[0]) else {
+            panic!()
+        };
+        assert_eq!(
+            (w.offset, w.len),
+            (4096, 100),
+            "the rewrite after the first write"
+        );
+    }
+
+    #[test]
+    fn a_force_waits_for_the_oldest_write_of_an_extent() {
+        let mut f = Fixture::new();
+        f.write_seq(0, 4096, 1);
+        let w = f.force(); // covers seq 1
+        f.write_seq(4096, 4096, 2); // grows the same extent: seq 2
+        let w2 = f.force();
+        let (op, sync) = f.plan_one_linked_write();
+        assert_eq!(
+            f.bytes_of(op).len(),
+            8192,
+            "the grown extent goes out whole"
+        );
+        f.st.complete(op, 8192, &limits(), f.now);
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok() && f.st.take_result(w2).unwrap().is_ok());
+        // Growth after a force does not make the force wait for it, but a later force
+        // waits for the grown bytes.
+        f.write_seq(8192, 4096, 3);
+        let w3 = f.force();
+        assert!(f.write_seq(12288, 4096, 4));
+        let (op, sync) = f.plan_one_linked_write();
+        f.st.complete(op, 8192, &limits(), f.now);
+        assert!(f.st.take_result(w3).is_none(), "served before its sync");
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w3).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_growing_extent_waits_while_writes_stream_and_goes_when_needed() {
+        let mut f = Fixture::new();
+        f.write(1 << 30, 4096, 9);
+        let busy = write_ops(&f.plan_forced());
+        f.write_seq(0, 4096, 1);
+        // Streaming (a write in flight), nothing urgent: the extent may still grow.
+        assert!(f.plan().is_empty(), "a growing extent was sent half full");
+        assert!(f.write_seq(4096, 4096, 2));
+        // A force needs it now.
+        let w = f.force();
+        let pushes = f.plan();
+        let ops = write_ops(&pushes);
+        assert_eq!(ops.len(), 1, "{pushes:?}");
+        assert_eq!(f.bytes_of(ops[0]).len(), 8192);
+        f.st.complete(busy[0], 4096, &limits(), f.now);
+        f.st.complete(ops[0], 8192, &limits(), f.now);
+        let sync = f.plan_one_sync();
+        f.st.complete(sync, 0, &limits(), f.now);
+        assert!(f.st.take_result(w).unwrap().is_ok());
+        // A full extent goes out while streaming; the one after it waits to grow.
+        f.write(1 << 30, 4096, 9);
+        let busy = write_ops(&f.plan_forced());
+        for page in 16..17u64 {
+            f.write_seq(page * 4096, 4096, 3);
+        }
+        for page in 17..33u64 {
+            f.write_seq(page * 4096, 4096, 3);
+        }
+        let ops = write_ops(&f.plan());
+        assert_eq!(ops.len(), 1);
+        let Op::Write(wr) = f.st.op(ops[0]) else {
+            panic!()
+        };
+        assert_eq!((wr.offset, wr.len), (65536, 65536), "the full chunk only");
+        let _ = busy;
+    }
+
+    #[test]
+    fn an_extent_grown_past_a_pending_shrink_waits_for_it() {
+        let mut f = Fixture::new();
+        f.write(8192, 4096, 1);
+        let past = write_ops(&f.plan_forced()); // in flight past the new end
+        f.write_seq(0, 2048, 2);
+        f.st.set_len(4000); // waits for the write at 8192
+                            // Growing the extent into the truncated range: written after the shrink.
+        assert!(f.write_seq(2048, 4096, 3));
+        let pushes = f.plan_forced();
+        assert!(
+            write_ops(&pushes).is_empty() && size_ops(&pushes).is_empty(),
+            "{pushes:?}"
+        );
+        f.st.complete(past[0], 4096, &limits(), f.now);
+        let pushes = f.plan_forced();
+        assert_eq!(
+            (size_ops(&pushes).len(), write_ops(&pushes).len()),
+            (1, 0),
+            "the ftruncate first: {pushes:?}"
+        );
+        f.st.complete(size_ops(&pushes)[0], 0, &limits(), f.now);
+        let ops = write_ops(&f.plan_forced());
+        assert_eq!(f.bytes_of(ops[0]).len(), 6144, "then the grown extent");
     }
 
     #[test]

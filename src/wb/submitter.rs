@@ -82,9 +82,11 @@ fn push(engine: &mut dyn Engine, st: &mut State, p: Push, inner: &Inner, now: In
                 unreachable!("write push names a write op")
             };
             let iov = w.iovecs();
-            // SAFETY: the iovecs point into buffers the op holds (`Arc<PoolBuf>`), which are
-            // never written once shared; the op, its iovec array and the buffers stay in the
-            // state until this request's completion has been applied.
+            // SAFETY: the iovecs point into buffers the op holds (`Arc<PoolBuf>`), at bytes
+            // below each buffer's filled length, which are never written while shared (an
+            // extent grows only past it, and never while in flight: `pool.rs`); the op,
+            // its iovec array and the buffers stay in the state until this request's
+            // completion has been applied.
             unsafe {
                 engine.push_write(
                     op as u64,

@@ -107,6 +107,12 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn sequential_runs_match_model() {
+                let (_d, h) = fresh();
+                common::sequential(&h, align(), seed("sequential"));
+            }
+
+            #[test]
             fn overlapping_writes_match_model() {
                 let (_d, h) = fresh();
                 common::overlapping(&h, align(), seed("overlapping"));
@@ -846,6 +852,112 @@ pub fn concurrent_ops<H: Handle>(h: &H, align: usize, seed: u64, threads: usize,
 /// Case 5: writes that partly overlap earlier ones (scripted, then random, with forces in
 /// between so some bytes are on disk and some are not), reads spanning several of them;
 /// every read matches the model.
+/// Sequential runs (the pattern that grows extents in a write-behind handle): writes and
+/// appends that continue where the last one ended, in pieces of one to a few units, mixed
+/// with reads spanning the newest bytes and older ones (an extent's old and new bytes),
+/// `force_range`s over older parts (sent while the run goes on growing), rewrites of
+/// recent ranges (partial overlaps of a growing extent), shrinks into the run, and
+/// `truncate_start`. Every call's outcome is compared with the model.
+pub fn sequential(h: &impl Handle, align: usize, seed: u64) {
+    let u = align.max(512);
+    let mut m = Model::new();
+    let mut rng = Rng::new(seed);
+    let mut cursor = 0u64;
+    let ops = if stress() { 200_000 } else { 6_000 };
+    for i in 0..ops {
+        let what = |op: &str| format!("op {i} ({op}), seed {seed}");
+        let len = u * rng.range(1, 9) as usize;
+        match rng.below(100) {
+            0..45 => {
+                let data = rng.bytes(len);
+                assert_same(
+                    &what("write at the cursor"),
+                    h.write(cursor, &data),
+                    m.write(cursor, &data),
+                );
+                cursor += len as u64;
+            }
+            45..65 => {
+                let data = rng.bytes(len);
+                let got = h.append(&data);
+                let want = m.append(&data);
+                let next = want.as_ref().ok().map(|off| off + len as u64);
+                assert_same(&what("append"), got, want);
+                if let Some(next) = next {
+                    cursor = next;
+                }
+            }
+            65..85 => {
+                // A span ending at the newest byte, reaching back into older ones.
+                let end = m.end();
+                let back = (u * rng.range(1, 64) as usize) as u64;
+                let off = end.saturating_sub(back).max(m.start());
+                let n = (end - off) as usize;
+                assert_same(
+                    &what("read across the run"),
+                    read_vec(h, off, n),
+                    m.read(off, n),
+                );
+                let rb = h.read_buffer(off, n).map(|b| b.to_vec());
+                assert_same(&what("read_buffer across the run"), rb, m.read(off, n));
+            }
+            85..90 => {
+                let end = m.end();
+                let a = end.saturating_sub((u * rng.range(1, 256) as usize) as u64);
+                h.force_range(a, end.saturating_sub(u as u64).max(a))
+                    .unwrap();
+            }
+            90..95 => {
+                // Rewrite a recent range: a partial overlap of the growing extent.
+                let end = m.end();
+                let off = round_down(
+                    end.saturating_sub((u * rng.range(1, 32) as usize) as u64),
+                    u,
+                )
+                .max(round_up(m.start(), u));
+                let data = rng.bytes(len);
+                assert_same(&what("rewrite"), h.write(off, &data), m.write(off, &data));
+                cursor = cursor.max(off + len as u64);
+            }
+            95..97 => {
+                let end = m.end();
+                let len = round_down(end.saturating_sub((u * rng.range(0, 8) as usize) as u64), u)
+                    .max(round_up(m.start(), u));
+                assert_same(&what("set_len"), h.set_len(len), m.set_len(len));
+                cursor = len;
+            }
+            97 => {
+                let target = m.start() + rng.below((m.end() - m.start()) / 8 + 1);
+                assert_same(
+                    &what("truncate_start"),
+                    h.truncate_start(target),
+                    m.truncate_start(target),
+                );
+            }
+            _ => {
+                // Jump the cursor: a new run starts elsewhere (inside the file).
+                cursor = round_up(m.start() + rng.below(m.end() - m.start() + 1), u);
+            }
+        }
+        if cursor < m.start() {
+            cursor = round_up(m.start(), u);
+        }
+        assert_eq!(
+            (h.start_position(), h.end_position()),
+            (m.start(), m.end()),
+            "{}",
+            what("positions")
+        );
+    }
+    h.force().unwrap();
+    let n = (m.end() - m.start()) as usize;
+    assert_same(
+        "final read",
+        read_vec(h, m.start(), n),
+        m.read(m.start(), n),
+    );
+}
+
 pub fn overlapping(h: &impl Handle, align: usize, seed: u64) {
     let u = align as u64; // byte-granular when buffered
     let mut m = Model::new();
