@@ -674,5 +674,12 @@ fn syncs_covering_submitted_writes_fail_the_test_io_uring() {
 
 #[test]
 fn syncs_covering_submitted_writes_fail_the_test_threads() {
-    assert_caught(THREADS, Mutation::SyncSubmitted, SLOW_WRITES, MUTATION_CUTS);
+    // Rarer on threads (see docs/durability.md): caught within 1-29 cuts in 6 debug runs
+    // after extents landed, so three times the budget keeps a miss unlikely.
+    assert_caught(
+        THREADS,
+        Mutation::SyncSubmitted,
+        SLOW_WRITES,
+        3 * MUTATION_CUTS,
+    );
 }
