@@ -151,10 +151,18 @@ fn poll_once<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(waker))
 }
 
+/// The process's threads, but io_uring's kernel workers (`iou-*`): those start when the
+/// kernel punts a request (the preallocation's zero fill, say), up to the engine's io-wq
+/// cap, whatever the futures do.
 fn threads() -> BTreeSet<u32> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|t: &u32| {
+            let comm = std::fs::read_to_string(format!("/proc/self/task/{t}/comm"));
+            // Unreadable: the thread has just exited.
+            comm.is_ok_and(|c| !c.starts_with("iou-"))
+        })
         .collect()
 }
 
