@@ -31,6 +31,10 @@
 //! - `overlapping_writes_match_model`: block bookkeeping that assumes whole-block access
 //!   (the Stasis block rule): partial overlaps and reads spanning several writes, before
 //!   and after `force`.
+//! - `sequential_runs_match_model`: a write-behind handle's extents (buffers that grow in
+//!   place under sequential writes) going wrong: bytes appended to the wrong place in the
+//!   buffer, a trimmed or cut block that keeps growing, a read across a grown extent's old
+//!   and new bytes, rewrites and shrinks into a growing run.
 //! - `reopen_reads_back`: data that `force` did not make it to the file, an
 //!   `end_position` on open that is not the file length, appends after open that do not
 //!   start at the file length.

@@ -111,6 +111,18 @@ mod faults {
     use super::*;
     use writebehind::fault::FaultInjector;
 
+    /// Waits (up to 60 s) until `n` size changes took their injected fault.
+    fn wait_for_failed_size_changes(faults: &FaultInjector, n: u64) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while faults.injected().failed_size_changes < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "the size change was never issued"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     fn open(faults: &FaultInjector) -> (tempfile::TempDir, WriteBehindFile) {
         let dir = common::tempdir();
         // No preallocation: its zero fills would take the injected faults first.
@@ -133,7 +145,10 @@ mod faults {
             h.force().unwrap();
             h.truncate_start(32 << 10).unwrap();
             h.write(64 << 10, &[4u8; 8192]).unwrap();
-            h.force().unwrap(); // the punch went out before or with this pass
+            h.force().unwrap();
+            // The punch is the submitter's (a force may lead its own commit past it): wait
+            // for it, or the next truncate_start extends it instead of queueing another.
+            wait_for_failed_size_changes(&faults, 1);
             h.truncate_start(48 << 10).unwrap();
             h.force().unwrap();
             let mut buf = vec![0u8; 16 << 10];
@@ -204,6 +219,9 @@ mod faults {
             faults.inject_size_change(0, libc::EIO);
             if punch {
                 h.truncate_start(32 << 10).unwrap();
+                // A punch promises nothing about durability, so a force need not wait for
+                // it (and may lead its own commit meanwhile): wait until it failed.
+                wait_for_failed_size_changes(&faults, 1);
             } else {
                 h.set_len(1000).unwrap();
             }

@@ -370,15 +370,13 @@ impl State {
     /// write in flight references bytes past its buffers' filled length (which an
     /// extent's growth may write).
     pub(crate) fn debug_check(&self) {
+        self.index.debug_check();
         #[cfg(debug_assertions)]
-        {
-            self.index.debug_check();
-            if self.ops.len() <= 256 {
-                for (_, op) in &self.ops {
-                    if let Op::Write(w) = op {
-                        for (buf, start, len) in &w.segs {
-                            assert!(start + len <= buf.filled(), "op references unfilled bytes");
-                        }
+        if self.ops.len() <= 256 {
+            for (_, op) in &self.ops {
+                if let Op::Write(w) = op {
+                    for (buf, start, len) in &w.segs {
+                        assert!(start + len <= buf.filled(), "op references unfilled bytes");
                     }
                 }
             }
