@@ -181,8 +181,11 @@ mod held {
     /// A handle with one dirty write whose write-back the engine refuses `HOLD` times.
     fn held(backend: Backend) -> (tempfile::TempDir, WriteBehindFile, FaultInjector) {
         let faults = FaultInjector::new();
+        // No preallocation: the zero fill after the append would run on an io_uring
+        // worker thread (io-wq) that may appear while the futures are pending.
         let cfg = Config::default()
             .max_dirty_age(Duration::from_secs(3600))
+            .preallocate(0)
             .fault_injector(faults.clone());
         let (dir, h) = open(backend, cfg);
         h.append(&[7u8; 4096]).unwrap();

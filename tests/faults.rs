@@ -22,14 +22,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::watchdog;
-use writebehind::fault::{Fault, FaultInjector};
+use writebehind::fault::{Fault, FaultInjector, Mutation};
 use writebehind::{errno, Backend, Config, Handle, WriteBehindFile};
 
 const PAGE: usize = 4096;
 const BACKENDS: [Backend; 2] = [Backend::IoUring, Backend::Threads];
 /// Separate runs of dirty pages that make the submitter, not a forcer, write them
-/// (a forcer leads a commit of at most 4 runs; see docs/design.md).
-const SCATTERED: u64 = 8;
+/// (a forcer leads a commit of at most 16 runs, buffered; see docs/design.md).
+const SCATTERED: u64 = 24;
 
 /// A handle whose write-back starts only on `force`, backpressure or close (a dirty age
 /// of an hour, a 1 MiB merge limit), so the tests know which completion a fault hits.
@@ -642,6 +642,28 @@ fn a_failure_on_the_leaders_thread_reaches_every_follower() {
                 leader_failure(backend, sync_fault)
             });
         }
+    }
+}
+
+/// `Mutation::SkipSyncs` (the deliberate bug tests/power_loss.rs must catch) also skips
+/// the sync a forcer runs on its own thread: a lone commit leads and no sync runs.
+#[test]
+fn skip_syncs_mutation_skips_a_leaders_sync_too() {
+    for backend in BACKENDS {
+        let c = Case::with(backend, false, |c| c.preallocate(0));
+        c.faults.mutate(Mutation::SkipSyncs);
+        for i in 0..3u8 {
+            c.h.append(&[i; 512]).unwrap();
+            c.h.force().unwrap();
+        }
+        let st = c.h.stats();
+        assert_eq!(st.leader_syncs, 3, "{backend:?}: lone forcers lead");
+        assert_eq!(
+            c.faults.syncs_seen(),
+            0,
+            "{backend:?}: a sync ran (skipped syncs are not counted)"
+        );
+        c.h.close().unwrap();
     }
 }
 

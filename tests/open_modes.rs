@@ -7,9 +7,21 @@ mod common;
 use std::io;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
 use common::pattern;
 use writebehind::{errno, Backend, Config, FileHandle, Handle, OpenMode, WriteBehindFile};
+
+/// Held by every test of this file for its whole run. A `fork` (the `flock(1)` check
+/// spawns a process) copies every descriptor of this process into the child until it
+/// execs, the descriptors holding file locks included: a test that closed a handle and
+/// reopened its file while another test forked would see `EWOULDBLOCK` from a lock the
+/// child briefly shares.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Opens `path` as `mode` with one of the handle kinds and returns it as a `Handle`.
 type Opener = fn(&Path, &Config, OpenMode) -> io::Result<Box<dyn Handle>>;
@@ -33,6 +45,7 @@ fn openers() -> Vec<(&'static str, Opener)> {
 /// What each mode does with a missing file and with an existing one.
 #[test]
 fn each_mode_creates_keeps_or_truncates_as_documented() {
+    let _serial = serial();
     let cfg = Config::default();
     let old = pattern(1, 5000);
     for (name, open) in openers() {
@@ -104,6 +117,7 @@ fn another_process_can_lock(path: &Path) -> Option<bool> {
 /// another process cannot lock it either; once the holder is closed, opening works.
 #[test]
 fn a_second_opener_gets_ewouldblock_until_the_first_is_closed() {
+    let _serial = serial();
     let cfg = Config::default();
     for (first, open_first) in openers() {
         let dir = common::tempdir();
@@ -150,6 +164,7 @@ fn a_second_opener_gets_ewouldblock_until_the_first_is_closed() {
 /// `close` releases the lock as dropping does.
 #[test]
 fn close_releases_the_lock() {
+    let _serial = serial();
     let dir = common::tempdir();
     let path = dir.path().join("data");
     let cfg = Config::default();
@@ -164,6 +179,7 @@ fn close_releases_the_lock() {
 /// own mechanism must then keep them apart); a locking opener still sees no lock.
 #[test]
 fn lock_file_false_opts_out() {
+    let _serial = serial();
     let dir = common::tempdir();
     let path = dir.path().join("data");
     let off = Config::default().lock_file(false);

@@ -37,6 +37,10 @@
 //! The test can fail: `skipped_syncs_*` and `syncs_covering_submitted_writes_*` switch
 //! on a deliberate bug (`fault::Mutation`) and assert that the same loop finds lost bytes.
 //!
+//! With the `redb` feature, tests/power_loss/with_redb.rs runs redb on the handles through
+//! the same cuts ([`cut_series`]): every transaction whose `commit()` returned is present
+//! after the cut, whole, and none is partly visible.
+//!
 //! Time: a child writes for 30–150 ms before its cut; one that is not ready within 20 s,
 //! or a mount still busy 10 s after the cut, fails the test rather than hang it.
 //!
@@ -66,6 +70,10 @@ const TAG: &str = "wbpower ";
 const FILE: &str = "data";
 /// How long a child may take to open its file before the cut counts as broken.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[cfg(feature = "redb")]
+#[path = "power_loss/with_redb.rs"]
+mod with_redb;
 
 /// A handle under test.
 #[derive(Clone, Copy, Debug)]
@@ -319,13 +327,11 @@ impl Disk {
     }
 }
 
+/// A child's environment variables.
+type Env = Vec<(&'static str, String)>;
+
 /// The environment of a child.
-fn child_env(
-    disk: &Disk,
-    kind: Kind,
-    mutation: Option<Mutation>,
-    seed: u64,
-) -> Vec<(&'static str, String)> {
+fn child_env(disk: &Disk, kind: Kind, mutation: Option<Mutation>, seed: u64) -> Env {
     vec![
         ("WB_POWER_PATH", disk.mnt.join(FILE).display().to_string()),
         ("WB_POWER_HANDLE", kind.name.to_string()),
@@ -364,6 +370,64 @@ const SLOW_WRITES: Delays = Delays {
     sync: None,
 };
 
+/// One power cut of a child, as the parent saw it.
+struct Cut {
+    /// Index of the cut in its series; its model is `Model::ALL[index % 3]`.
+    index: usize,
+    /// What the child said (it is dead and the file system unmounted).
+    ended: common::child::Ended,
+    /// The cut, its seeds and the file system's report, for messages.
+    what: String,
+}
+
+/// Runs `cuts` power cuts of the child test `child` on `disk`, the three models in turn:
+/// for each, a fresh mount, the child started with `env(disk, child_seed)`, the power cut
+/// at a seeded moment after the child is ready, the child killed, the mount gone. Then
+/// `check(disk, cut)` compares the backing file with what the child announced; it returns
+/// true to stop the series. Returns the number of cuts made, `None` when FUSE is
+/// unavailable (outside CI).
+fn cut_series(
+    name: &str,
+    disk: &mut Disk,
+    child: &str,
+    env: &dyn Fn(&Disk, u64) -> Env,
+    cuts: usize,
+    delays: Delays,
+    check: &mut dyn FnMut(&mut Disk, Cut) -> bool,
+) -> Option<usize> {
+    let seed = common::seed(name);
+    let mut rng = Rng::new(seed);
+    for index in 0..cuts {
+        let model = Model::ALL[index % Model::ALL.len()];
+        let (cut_seed, child_seed) = (rng.next(), rng.next());
+        let delay = Duration::from_millis(rng.range(30, 150));
+        let fs = disk.mount(delays, cut_seed)?;
+        let mut running = common::child::spawn(child, &env(disk, child_seed), TAG);
+        let ready = running.wait_ready(READY_TIMEOUT);
+        if ready {
+            std::thread::sleep(delay);
+        }
+        let report = fs.cut(model, cut_seed).expect("cut the power");
+        running.kill();
+        let ended = running.wait();
+        fs.unmount().expect("unmount");
+        let what = format!(
+            "{name}, cut {index} ({model:?}) after {delay:?}: seed {seed}, child seed \
+             {child_seed}, cut seed {cut_seed}; the cut: {report}"
+        );
+        assert!(
+            ready,
+            "{what}: the child never became ready ({}); stderr:\n{}",
+            ended.status, ended.stderr
+        );
+        let cut = Cut { index, ended, what };
+        if check(disk, cut) {
+            return Some(index + 1);
+        }
+    }
+    Some(cuts)
+}
+
 /// Runs `cuts` power cuts against `kind` (stopping at the first loss if `stop_at_loss`).
 /// `None` when FUSE is unavailable (outside CI).
 fn cut_loop(
@@ -378,52 +442,31 @@ fn cut_loop(
         kind.name,
         mutation_name(mutation)
     );
-    let seed = common::seed(&name);
-    let mut rng = Rng::new(seed);
     let mut disk = Disk::new();
     let mut out = Outcome::default();
-    for cut in 0..cuts {
-        let model = Model::ALL[cut % Model::ALL.len()];
-        let (cut_seed, child_seed) = (rng.next(), rng.next());
-        let delay = Duration::from_millis(rng.range(30, 150));
-        let fs = disk.mount(delays, cut_seed)?;
-        let mut child = common::child::spawn(
-            "power_child",
-            &child_env(&disk, kind, mutation, child_seed),
-            TAG,
-        );
-        let ready = child.wait_ready(READY_TIMEOUT);
-        if ready {
-            std::thread::sleep(delay);
-        }
-        let report = fs.cut(model, cut_seed).expect("cut the power");
-        child.kill();
-        let ended = child.wait();
-        fs.unmount().expect("unmount");
-        let what = format!(
-            "{name}, cut {cut} ({model:?}) after {delay:?}: seed {seed}, child seed \
-             {child_seed}, cut seed {cut_seed}; the cut: {report}"
-        );
-        assert!(
-            ready,
-            "{what}: the child never became ready ({}); stderr:\n{}",
-            ended.status, ended.stderr
-        );
-        let (forced, pending) = replay(&mut disk, &ended.lines, &what);
-        out.forces[cut % Model::ALL.len()] += forced;
-        let got = disk.read_back();
-        let (lost, first) = check(&disk, &got, &pending);
-        out.bytes_lost += lost;
-        out.cuts_with_loss += usize::from(lost > 0);
-        if let (None, Some(first)) = (&out.first_loss, first) {
-            out.first_loss = Some(format!("{what}: {first}"));
-        }
-        disk.content = got;
-        out.cuts += 1;
-        if stop_at_loss && out.bytes_lost > 0 {
-            break;
-        }
-    }
+    let env = |disk: &Disk, child_seed| child_env(disk, kind, mutation, child_seed);
+    let cuts = cut_series(
+        &name,
+        &mut disk,
+        "power_child",
+        &env,
+        cuts,
+        delays,
+        &mut |disk, cut| {
+            let (forced, pending) = replay(disk, &cut.ended.lines, &cut.what);
+            out.forces[cut.index % Model::ALL.len()] += forced;
+            let got = disk.read_back();
+            let (lost, first) = check(disk, &got, &pending);
+            out.bytes_lost += lost;
+            out.cuts_with_loss += usize::from(lost > 0);
+            if let (None, Some(first)) = (&out.first_loss, first) {
+                out.first_loss = Some(format!("{}: {first}", cut.what));
+            }
+            disk.content = got;
+            stop_at_loss && out.bytes_lost > 0
+        },
+    )?;
+    out.cuts = cuts;
     Some(out)
 }
 

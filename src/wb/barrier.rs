@@ -13,7 +13,8 @@
 //!
 //! A size change affects a byte range: `[len, ∞)` for a truncate to `len` (what it cuts
 //! or, growing, what a write could extend past before it runs), the punched range for a
-//! punch. The state machine (`state.rs`) keeps two rules for every pending change:
+//! punch. The state machine (`state.rs`) keeps two rules for every pending change, for
+//! the submitter's writes and a forcer's lead (`lead.rs`) alike:
 //! - it is issued only when no write in flight overlaps its range (a write already sent
 //!   cannot be taken back, so it is waited for);
 //! - a dirty block overlapping its range is not sent until the change completed (the

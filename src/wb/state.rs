@@ -63,8 +63,13 @@ pub(crate) enum Push {
 }
 
 /// Most separate runs of dirty blocks a forcer writes on its own thread (one `pwritev`
-/// each); more, and the submitter writes them in parallel on the engine instead.
-const LEAD_RUNS: usize = 4;
+/// each, one after another); more, and the submitter writes them in parallel on the engine
+/// instead. A buffered `pwritev` is a copy into the page cache, so a commit of a B-tree
+/// engine (redb writes 6-11 separate ranges per commit) still leads; a direct one waits for
+/// the device, so few are worth writing in series.
+const LEAD_RUNS_BUFFERED: usize = 16;
+/// [`LEAD_RUNS_BUFFERED`] with direct I/O.
+const LEAD_RUNS_DIRECT: usize = 4;
 
 /// What a forcer does next, from [`State::next_step`].
 pub(crate) enum Next {
@@ -910,7 +915,8 @@ impl State {
     /// the submission thread and back.
     ///
     /// A forcer leads when no sync is in flight, every dirty block is small enough to
-    /// write from here (at most `max_write_bytes` in at most [`LEAD_RUNS`] runs, none
+    /// write from here (at most `max_write_bytes` in at most [`LEAD_RUNS_BUFFERED`] runs, or
+    /// [`LEAD_RUNS_DIRECT`] with direct I/O, none
     /// overlapping a write in flight or held back behind a pending size change) and some
     /// waiter needs nothing the engine is still writing and no size change still pending.
     /// So a lead keeps `barrier.rs`'s two rules as `plan` does: it never writes a block a
@@ -1048,6 +1054,11 @@ impl State {
         if self.index.dirty_bytes() > lim.max_write_bytes {
             return false;
         }
+        let max_runs = if lim.align > 1 {
+            LEAD_RUNS_DIRECT
+        } else {
+            LEAD_RUNS_BUFFERED
+        };
         let mut runs = 0;
         let mut end = None;
         for s in self.index.dirty_from(0) {
@@ -1058,7 +1069,7 @@ impl State {
             }
             if end != Some(s) {
                 runs += 1;
-                if runs > LEAD_RUNS {
+                if runs > max_runs {
                     return false;
                 }
             }

@@ -1300,3 +1300,23 @@ pub fn direct_misaligned(h: &impl Handle, align: usize) {
         );
     }
 }
+
+/// Runs `open` until it stops failing with `EWOULDBLOCK`, for at most 5 s. Handles take an
+/// exclusive `flock` on open, and tests that run in parallel spawn child processes: a
+/// `fork` copies the parent's descriptors, the one holding a lock included, into the child
+/// until it execs, so a file closed by the parent can still look locked for that moment.
+/// Locking itself is tested in tests/open_modes.rs, without that race.
+pub fn retry_would_block<T>(mut open: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match open() {
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            r => return r,
+        }
+    }
+}

@@ -109,6 +109,7 @@ mod tests {
         CellConfig {
             workload: Workload::Pages,
             backend,
+            batch: 0,
             threads: 1,
             readers: 0,
             write_size: 4096,

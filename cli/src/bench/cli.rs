@@ -40,15 +40,18 @@ pub enum Workload {
     Log,
     /// `pages` plus reader threads reading random pages.
     Mixed,
+    /// redb, one writer inserting 100-byte values, `--batch` inserts per commit.
+    Redb,
 }
 
 impl Workload {
     /// Every workload, in table order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Pages,
         Workload::Seq,
         Workload::Log,
         Workload::Mixed,
+        Workload::Redb,
     ];
 
     /// The name used on the command line, in the table and in JSON.
@@ -58,7 +61,14 @@ impl Workload {
             Workload::Seq => "seq",
             Workload::Log => "log",
             Workload::Mixed => "mixed",
+            Workload::Redb => "redb",
         }
+    }
+
+    /// Whether this workload writes the handle itself (redb writes through its own
+    /// pages and headers, of any size: no block size, no O_DIRECT).
+    pub fn writes_blocks(self) -> bool {
+        self != Workload::Redb
     }
 
     /// Whether the file is written once before timing (random overwrites need it).
@@ -124,7 +134,7 @@ impl BackendName {
 /// Arguments of `writebehind bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Workload to run (repeatable; default: all of pages, seq, log, mixed).
+    /// Workload to run (repeatable; default: all of pages, seq, log, mixed, redb).
     #[arg(long = "workload", value_name = "W", value_enum)]
     pub workloads: Vec<Workload>,
 
@@ -135,6 +145,11 @@ pub struct BenchArgs {
     /// Writer threads (default: 8 for log, 1 for the others).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
+
+    /// Inserts per commit of the redb workload (repeatable; default: runs 1 and 100).
+    #[arg(long = "batch", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batches: Vec<u64>,
 
     /// Reader threads of the mixed workload.
     #[arg(long, value_name = "N", default_value = "2",
@@ -227,6 +242,8 @@ pub const DEFAULT_FORCE_EVERY: u64 = 1000;
 pub const DEFAULT_RECORD_SIZE: u64 = 512;
 /// Default writer threads of log.
 pub const DEFAULT_LOG_THREADS: u32 = 8;
+/// Default inserts per commit of redb: one run with each.
+pub const DEFAULT_BATCHES: [u64; 2] = [1, 100];
 /// Largest block or record accepted (a write larger than this is not a "block").
 pub const MAX_BLOCK: u64 = 64 << 20;
 
@@ -235,6 +252,8 @@ pub const MAX_BLOCK: u64 = 64 << 20;
 pub struct Plan {
     pub workloads: Vec<Workload>,
     pub backends: Vec<BackendName>,
+    /// Inserts per commit of the redb runs, one run each.
+    pub batches: Vec<u64>,
     pub threads: Option<u32>,
     pub readers: u32,
     pub block_size: u64,
@@ -257,6 +276,8 @@ pub struct Plan {
 pub struct CellConfig {
     pub workload: Workload,
     pub backend: BackendName,
+    /// Inserts per commit (redb only, else 0).
+    pub batch: u64,
     /// Writer threads.
     pub threads: u32,
     /// Reader threads (mixed only, else 0).
@@ -273,6 +294,17 @@ pub struct CellConfig {
     pub buffer_bytes: Option<u64>,
     /// `Config::preallocate` of a writebehind backend (`None`: the library's default).
     pub preallocate: Option<u64>,
+}
+
+impl CellConfig {
+    /// The workload as the table and the progress line name it: `redb/N` for redb with
+    /// N inserts per commit.
+    pub fn workload_label(&self) -> String {
+        match self.workload {
+            Workload::Redb => format!("redb/{}", self.batch),
+            w => w.name().to_string(),
+        }
+    }
 }
 
 impl Plan {
@@ -302,7 +334,21 @@ impl Plan {
                 ));
             }
         }
-        let paged = workloads.iter().any(|w| *w != Workload::Log);
+        if workloads == [Workload::Redb] && backends == [BackendName::PwriteDirect] {
+            return bad(
+                "redb runs on writebehind, writebehind-threads and pwrite, not \
+                 pwrite-direct (it writes headers of any length)"
+                    .into(),
+            );
+        }
+        let batches = dedup(if a.batches.is_empty() {
+            DEFAULT_BATCHES.to_vec()
+        } else {
+            a.batches
+        });
+        let paged = workloads
+            .iter()
+            .any(|w| w.writes_blocks() && *w != Workload::Log);
         if paged && a.file_size < a.block_size {
             return bad(format!(
                 "--file-size {} is smaller than one block (--block-size {})",
@@ -332,6 +378,7 @@ impl Plan {
         Ok(Plan {
             workloads,
             backends,
+            batches,
             threads: a.threads,
             readers: a.readers,
             block_size: a.block_size,
@@ -358,7 +405,8 @@ impl Plan {
             .filter(|b| b.uses_direct(self.direct))
             .map(|b| b.name())
             .collect();
-        if direct_users.is_empty() {
+        let blocks = self.workloads.iter().any(|w| w.writes_blocks());
+        if direct_users.is_empty() || !blocks {
             self.record_size.get_or_insert(DEFAULT_RECORD_SIZE);
             return Ok(());
         }
@@ -380,7 +428,10 @@ impl Plan {
                 "use"
             }
         );
-        let paged = self.workloads.iter().any(|w| *w != Workload::Log);
+        let paged = self
+            .workloads
+            .iter()
+            .any(|w| w.writes_blocks() && *w != Workload::Log);
         if paged && !self.block_size.is_multiple_of(align) {
             return Err(UsageError(format!(
                 "--block-size {} is not a multiple of the direct-I/O alignment {align} of {} \
@@ -406,18 +457,53 @@ impl Plan {
         Ok(())
     }
 
-    /// The settings of each (workload, backend) run, in table order.
+    /// The settings of each (workload, backend) run, in table order; redb once per batch
+    /// size, and not on pwrite-direct.
     pub fn cells(&self) -> Vec<CellConfig> {
         let mut out = Vec::new();
         for &workload in &self.workloads {
-            for &backend in &self.backends {
-                out.push(self.cell(workload, backend));
+            let batches = if workload == Workload::Redb {
+                self.batches.clone()
+            } else {
+                vec![0]
+            };
+            for batch in batches {
+                for &backend in &self.backends {
+                    if workload == Workload::Redb && backend == BackendName::PwriteDirect {
+                        continue;
+                    }
+                    out.push(CellConfig {
+                        batch,
+                        ..self.cell(workload, backend)
+                    });
+                }
             }
         }
         out
     }
 
     fn cell(&self, workload: Workload, backend: BackendName) -> CellConfig {
+        if workload == Workload::Redb {
+            return CellConfig {
+                workload,
+                backend,
+                batch: 0,
+                threads: 1,
+                readers: 0,
+                write_size: super::redb::VALUE_SIZE,
+                file_size: 0,
+                stop: self.stop,
+                direct: false,
+                force_every: 1, // every commit syncs
+                buffer_bytes: if backend.is_writebehind() {
+                    self.buffer_bytes
+                } else {
+                    None
+                },
+                preallocate: self.preallocate.filter(|_| backend.is_writebehind()),
+            };
+        }
+
         let log = workload == Workload::Log;
         let write_size = if log {
             self.record_size.unwrap_or(DEFAULT_RECORD_SIZE)
@@ -428,10 +514,12 @@ impl Plan {
             Workload::Log => 1,
             Workload::Seq => self.force_every.unwrap_or(0),
             Workload::Pages | Workload::Mixed => self.force_every.unwrap_or(DEFAULT_FORCE_EVERY),
+            Workload::Redb => unreachable!("redb cells are made above"),
         };
         CellConfig {
             workload,
             backend,
+            batch: 0,
             threads: self
                 .threads
                 .unwrap_or(if log { DEFAULT_LOG_THREADS } else { 1 }),
@@ -622,7 +710,28 @@ mod tests {
         assert_eq!(p.backends, BackendName::ALL.to_vec());
         assert_eq!(p.stop, Stop::Duration(DEFAULT_DURATION));
         let cells = p.cells();
-        assert_eq!(cells.len(), 16);
+        assert_eq!(
+            cells.len(),
+            16 + 2 * 3,
+            "redb: batches 1 and 100, not on pwrite-direct"
+        );
+        let redb: Vec<_> = cells
+            .iter()
+            .filter(|c| c.workload == Workload::Redb)
+            .map(|c| (c.batch, c.backend, c.threads, c.direct))
+            .collect();
+        assert_eq!(
+            redb,
+            [
+                (1, BackendName::WriteBehind, 1, false),
+                (1, BackendName::WriteBehindThreads, 1, false),
+                (1, BackendName::Pwrite, 1, false),
+                (100, BackendName::WriteBehind, 1, false),
+                (100, BackendName::WriteBehindThreads, 1, false),
+                (100, BackendName::Pwrite, 1, false),
+            ]
+        );
+        assert_eq!(cells[16].workload_label(), "redb/1");
         let log = cells.iter().find(|c| c.workload == Workload::Log).unwrap();
         assert_eq!((log.threads, log.write_size, log.force_every), (8, 512, 1));
         let pages = &cells[0];
@@ -764,6 +873,34 @@ mod tests {
         let mut p = plan(&["--workload", "log", "--backend", "pwrite"]).unwrap();
         p.check_alignment(Some(4096), "xfs").unwrap();
         assert_eq!(p.record_size, Some(512));
+    }
+
+    #[test]
+    fn redb_takes_batches_and_stays_buffered() {
+        let mut p = plan(&[
+            "--workload",
+            "redb",
+            "--batch",
+            "10",
+            "--batch",
+            "10",
+            "--batch",
+            "1000",
+            "--direct",
+        ])
+        .unwrap();
+        // redb alone needs no O_DIRECT, even where the file system refuses it.
+        p.check_alignment(None, "tmpfs").unwrap();
+        let c = p.cells();
+        assert_eq!(c.len(), 2 * 3);
+        assert!(c.iter().all(|c| !c.direct && c.write_size == 100));
+        assert_eq!(c[0].batch, 10);
+        assert_eq!(c[3].batch, 1000);
+        assert_eq!(c[3].workload_label(), "redb/1000");
+        let msg = |args: &[&str]| plan(args).unwrap_err().0;
+        assert!(msg(&["--workload", "redb", "--backend", "pwrite-direct"]).contains("redb"));
+        let e = parse(&["--batch", "0"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
     }
 
     #[test]

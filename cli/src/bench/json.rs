@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::cli::Stop;
 use super::machine::Machine;
+use super::redb::RedbFigures;
 use super::run::{CellRun, Figures};
 
 /// The schema version written into every object. Bump it when a field changes meaning
@@ -28,6 +29,7 @@ pub struct RunJson<'a> {
 pub struct ConfigJson {
     pub workload: &'static str,
     pub backend: &'static str,
+    pub batch: Option<u64>,
     pub threads: u32,
     pub readers: u32,
     pub write_size: u64,
@@ -76,6 +78,60 @@ pub struct FiguresJson {
     pub force_ns: Option<LatencyJson>,
     pub reads: Option<ReadsJson>,
     pub writebehind: Option<WriteBehindJson>,
+    pub redb: Option<RedbJson>,
+}
+
+/// The redb workload: commits, inserts, and redb's calls to its storage backend.
+#[derive(Serialize)]
+pub struct RedbJson {
+    pub batch: u64,
+    pub commits: u64,
+    pub commits_per_s: f64,
+    pub inserts: u64,
+    pub inserts_per_s: f64,
+    pub commit_ns: Option<LatencyJson>,
+    pub cpu_ns_per_commit: f64,
+    pub backend_calls: BackendCallsJson,
+}
+
+/// redb's calls to its storage backend during the loop, and the time inside them.
+#[derive(Serialize)]
+pub struct BackendCallsJson {
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub write_total_ns: u64,
+    pub syncs: u64,
+    pub sync_total_ns: u64,
+    pub sync_data_ns: Option<LatencyJson>,
+    pub set_lens: u64,
+    pub set_len_total_ns: u64,
+    pub reads: u64,
+    pub read_total_ns: u64,
+}
+
+fn redb_json(f: &Figures, r: &RedbFigures) -> RedbJson {
+    let c = &r.calls;
+    RedbJson {
+        batch: r.batch,
+        commits: f.m.ops,
+        commits_per_s: f.loop_ops_per_s(),
+        inserts: f.m.ops * r.batch,
+        inserts_per_s: f.loop_ops_per_s() * r.batch as f64,
+        commit_ns: LatencyJson::of(&f.m.ack),
+        cpu_ns_per_commit: (f.cpu.user + f.cpu.sys).as_nanos() as f64 / f.m.ops.max(1) as f64,
+        backend_calls: BackendCallsJson {
+            writes: c.writes,
+            write_bytes: c.write_bytes,
+            write_total_ns: c.write_ns,
+            syncs: c.syncs,
+            sync_total_ns: c.sync_ns,
+            sync_data_ns: LatencyJson::of(&r.sync),
+            set_lens: c.set_lens,
+            set_len_total_ns: c.set_len_ns,
+            reads: c.reads,
+            read_total_ns: c.read_ns,
+        },
+    }
 }
 
 /// A latency distribution in nanoseconds.
@@ -130,6 +186,8 @@ pub struct WriteBehindJson {
     pub short_writes: u64,
     pub retries: u64,
     pub cancelled_fsyncs: u64,
+    pub leader_syncs: u64,
+    pub bytes_preallocated: u64,
     pub submit_to_complete_ns: Option<LatencyJson>,
     pub handle_write_ack_ns: Option<LatencyJson>,
     pub handle_force_ns: Option<LatencyJson>,
@@ -173,10 +231,13 @@ fn figures_json(f: &Figures) -> FiguresJson {
             short_writes: s.short_writes,
             retries: s.retries,
             cancelled_fsyncs: s.cancelled_fsyncs,
+            leader_syncs: s.leader_syncs,
+            bytes_preallocated: s.bytes_preallocated,
             submit_to_complete_ns: LatencyJson::of(&s.submit_to_complete_ns),
             handle_write_ack_ns: LatencyJson::of(&s.write_ack_ns),
             handle_force_ns: LatencyJson::of(&s.force_ns),
         }),
+        redb: f.redb.as_ref().map(|r| redb_json(f, r)),
     }
 }
 
@@ -202,6 +263,7 @@ pub fn run_json<'a>(
         config: ConfigJson {
             workload: c.workload.name(),
             backend: c.backend.name(),
+            batch: (c.workload == super::cli::Workload::Redb).then_some(c.batch),
             threads: c.threads,
             readers: c.readers,
             write_size: c.write_size,
@@ -247,10 +309,27 @@ pub fn document(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::cli::{Stop, Workload};
+    use crate::bench::cli::{CellConfig, Stop, Workload};
     use crate::bench::run::tests::{cell, machine};
     use serde_json::Value;
     use writebehind::{BackendKind, Stats};
+
+    fn redb_figures() -> Figures {
+        let mut f = crate::bench::report::tests::figures(1000, 300_000, 1000);
+        let mut sync = crate::bench::workloads::latency_histogram();
+        sync.record_n(200_000, 1000).unwrap();
+        f.redb = Some(RedbFigures {
+            batch: 100,
+            calls: crate::bench::redb::BackendCalls {
+                writes: 7000,
+                write_bytes: 7000 * 4096,
+                syncs: 1000,
+                ..Default::default()
+            },
+            sync,
+        });
+        f
+    }
 
     fn sample_runs() -> Vec<CellRun> {
         let mut f = crate::bench::report::tests::figures(1000, 2000, 3);
@@ -266,6 +345,15 @@ mod tests {
                 cell: cell(Workload::Mixed, Stop::Ops(1000)),
                 repetition: 1,
                 outcome: Ok(f),
+            },
+            CellRun {
+                cell: CellConfig {
+                    workload: Workload::Redb,
+                    batch: 100,
+                    ..cell(Workload::Log, Stop::Ops(1000))
+                },
+                repetition: 1,
+                outcome: Ok(redb_figures()),
             },
             CellRun {
                 cell: cell(
@@ -307,7 +395,7 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&doc).unwrap();
         let runs = v.as_array().unwrap();
-        assert_eq!(runs.len(), 2);
+        assert_eq!(runs.len(), 3);
         let ok = &runs[0];
         assert_eq!(ok["schema"], SCHEMA);
         assert_eq!(ok["machine"]["kernel"], "Linux test");
@@ -356,11 +444,22 @@ mod tests {
             "empty histogram is null"
         );
 
-        let failed = &runs[1]["result"];
+        assert!(ok["result"]["redb"].is_null());
+        assert!(ok["config"]["batch"].is_null());
+        let redb = &runs[1];
+        assert_eq!(redb["config"]["batch"], 100);
+        let r = &redb["result"]["redb"];
+        assert_eq!(r["commits"], 1000);
+        assert_eq!(r["inserts"], 100_000);
+        assert_eq!(r["backend_calls"]["writes"], 7000);
+        assert_eq!(r["backend_calls"]["sync_data_ns"]["count"], 1000);
+        assert!(r["commit_ns"]["p50"].as_u64().unwrap().abs_diff(300_000) < 1000);
+
+        let failed = &runs[2]["result"];
         assert_eq!(failed["status"], "error");
         assert_eq!(failed["error"], "EIO");
         assert!(failed.get("ops_per_s").is_none());
-        assert_eq!(runs[1]["config"]["duration_s"], 2.0);
+        assert_eq!(runs[2]["config"]["duration_s"], 2.0);
     }
 
     #[test]
@@ -370,7 +469,9 @@ mod tests {
         let doc = document(&sample_runs(), 1, &m, "t", "c");
         let v: Value = serde_json::from_str(&doc).unwrap();
         let mut all = Vec::new();
-        keys(&v[0], "", &mut all);
+        for run in v.as_array().unwrap() {
+            keys(run, "", &mut all);
+        }
         let docs = include_str!("../../../docs/benchmarks.md");
         let missing: Vec<&String> = all
             .iter()

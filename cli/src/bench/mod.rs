@@ -12,6 +12,7 @@ pub mod json;
 pub mod machine;
 pub mod plot;
 pub mod progress;
+pub mod redb;
 pub mod report;
 pub mod run;
 pub mod scratch;
@@ -179,17 +180,17 @@ fn run_all(plan: &Plan, machine: &Machine) -> Vec<CellRun> {
                 break 'reps;
             }
             let index = runs.len();
-            let mut label = format!("{} / {}", cell.workload.name(), cell.backend.name());
+            let mut label = format!("{} / {}", cell.workload_label(), cell.backend.name());
             if plan.repeat > 1 {
                 label += &format!(" (repetition {repetition}/{})", plan.repeat);
             }
             progress.show(index, &label, None);
-            let outcome = run_cell(
-                cell,
-                machine,
-                &|f| progress.show(index, &label, Some(f)),
-                &open,
-            )
+            let shown = |f| progress.show(index, &label, Some(f));
+            let outcome = if cell.workload == Workload::Redb {
+                redb::run(cell, machine, &shown)
+            } else {
+                run_cell(cell, machine, &shown, &open)
+            }
             .map_err(|e| e.to_string());
             runs.push(CellRun {
                 cell: cell.clone(),
@@ -202,22 +203,33 @@ fn run_all(plan: &Plan, machine: &Machine) -> Vec<CellRun> {
     runs
 }
 
-/// The write-ack distributions, one panel per workload, one curve per backend (all
-/// repetitions merged).
+/// The write-ack distributions (redb: commit latency), one panel per workload (redb: per
+/// batch size), one curve per backend (all repetitions merged).
 fn plot_svg(plan: &Plan, runs: &[CellRun]) -> String {
-    let panels: Vec<plot::Panel> = plan
-        .workloads
-        .iter()
-        .map(|&w| plot::Panel {
-            title: w.name().to_string(),
+    let mut panels_of: Vec<(Workload, u64)> = Vec::new();
+    for c in plan.cells() {
+        if !panels_of.contains(&(c.workload, c.batch)) {
+            panels_of.push((c.workload, c.batch));
+        }
+    }
+    let panels: Vec<plot::Panel> = panels_of
+        .into_iter()
+        .map(|(w, batch)| plot::Panel {
+            title: match w {
+                Workload::Redb => format!("redb, {batch} inserts per commit"),
+                w => w.name().to_string(),
+            },
             series: plan
                 .backends
                 .iter()
+                .filter(|&&b| w != Workload::Redb || b != cli::BackendName::PwriteDirect)
                 .map(|&b| {
                     let mut hist: Histogram<u64> = workloads::latency_histogram();
                     for f in runs
                         .iter()
-                        .filter(|r| r.cell.workload == w && r.cell.backend == b)
+                        .filter(|r| {
+                            r.cell.workload == w && r.cell.batch == batch && r.cell.backend == b
+                        })
                         .filter_map(|r| r.outcome.as_ref().ok())
                     {
                         let _ = hist.add(&f.m.ack);
@@ -334,13 +346,23 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
         let runs = v.as_array().unwrap();
-        assert_eq!(runs.len(), 4 * 2 * 2, "workloads x backends x repetitions");
+        // redb runs on pwrite only (not pwrite-direct), with 1 and 100 inserts per commit.
+        assert_eq!(
+            runs.len(),
+            (4 * 2 + 2) * 2,
+            "workloads x backends x repetitions"
+        );
         for r in runs {
             assert_eq!(r["result"]["status"], "ok", "{r}");
             assert_eq!(r["result"]["ops"], 200);
             assert_eq!(r["result"]["engine"], "pwrite");
             let wrote = r["result"]["bytes_written"].as_u64().unwrap();
-            assert_eq!(wrote, r["result"]["bytes_requested"].as_u64().unwrap());
+            let requested = r["result"]["bytes_requested"].as_u64().unwrap();
+            if r["config"]["workload"] == "redb" {
+                assert!(wrote > requested, "redb writes pages and headers: {r}");
+            } else {
+                assert_eq!(wrote, requested);
+            }
         }
         let log = runs
             .iter()
@@ -348,6 +370,6 @@ mod tests {
             .unwrap();
         assert_eq!(log["result"]["forces"], 200, "a force per commit");
         let s = fs::read_to_string(&svg).unwrap();
-        assert_eq!(s.matches("<polyline").count(), 4 * 2);
+        assert_eq!(s.matches("<polyline").count(), 4 * 2 + 2);
     }
 }

@@ -7,12 +7,15 @@ use hdrhistogram::Histogram;
 
 use super::cli::{fmt_size, BackendName, Plan, Stop, Workload};
 use super::machine::Machine;
+use super::redb::RedbFigures;
 use super::run::{CellRun, Figures};
 
 /// The medians of one (workload, backend) over its repetitions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub workload: Workload,
+    /// Inserts per commit (redb only, else 0).
+    pub batch: u64,
     pub backend: BackendName,
     /// Repetitions that finished / that ran.
     pub ok: usize,
@@ -31,6 +34,52 @@ pub struct Row {
     pub cpu_s_per_gb: f64,
     /// Reads/s, p50, p99, max of the mixed readers.
     pub reads: Option<[f64; 4]>,
+    /// The redb workload's figures.
+    pub redb: Option<RedbRow>,
+}
+
+/// The medians of a redb (workload, batch, backend).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedbRow {
+    /// Commits and inserts per second of the loop (a commit is durable when it returns).
+    pub commits_per_s: f64,
+    pub inserts_per_s: f64,
+    /// Time in `commit()`: p50, p99, p99.9, max.
+    pub commit: [f64; 4],
+    /// redb's `write` calls to its backend per commit, and their time per commit.
+    pub writes_per_commit: f64,
+    pub write_ns_per_commit: f64,
+    /// `sync_data` calls per commit, and the median time of one.
+    pub syncs_per_commit: f64,
+    pub sync_p50: f64,
+    /// User + system CPU of the process per commit.
+    pub cpu_ns_per_commit: f64,
+}
+
+fn redb_row(ok: &[&Figures]) -> Option<RedbRow> {
+    let with: Vec<(&Figures, &RedbFigures)> = ok
+        .iter()
+        .filter_map(|f| f.redb.as_ref().map(|r| (*f, r)))
+        .collect();
+    let med = |f: &dyn Fn(&Figures, &RedbFigures) -> f64| {
+        median(with.iter().map(|(a, b)| f(a, b)).collect())
+    };
+    let per_commit = |f: &Figures, x: u64| x as f64 / f.m.ops.max(1) as f64;
+    Some(RedbRow {
+        commits_per_s: med(&|f, _| f.loop_ops_per_s())?,
+        inserts_per_s: med(&|f, r| f.loop_ops_per_s() * r.batch as f64)?,
+        commit: [
+            med(&|f, _| q(&f.m.ack, 0.5))?,
+            med(&|f, _| q(&f.m.ack, 0.99))?,
+            med(&|f, _| q(&f.m.ack, 0.999))?,
+            med(&|f, _| f.m.ack.max() as f64)?,
+        ],
+        writes_per_commit: med(&|f, r| per_commit(f, r.calls.writes))?,
+        write_ns_per_commit: med(&|f, r| per_commit(f, r.calls.write_ns))?,
+        syncs_per_commit: med(&|f, r| per_commit(f, r.calls.syncs))?,
+        sync_p50: med(&|_, r| q(&r.sync, 0.5))?,
+        cpu_ns_per_commit: med(&|f, _| per_commit(f, (f.cpu.user + f.cpu.sys).as_nanos() as u64))?,
+    })
 }
 
 /// The median of `v` (mean of the middle two for an even count); `None` when empty.
@@ -51,20 +100,22 @@ fn q(h: &Histogram<u64>, quantile: f64) -> f64 {
     h.value_at_quantile(quantile) as f64
 }
 
-/// Groups `runs` by (workload, backend), in first-seen order, and takes medians.
+/// Groups `runs` by (workload, batch, backend), in first-seen order, and takes medians.
 pub fn rows(runs: &[CellRun]) -> Vec<Row> {
-    let mut keys: Vec<(Workload, BackendName)> = Vec::new();
+    let mut keys: Vec<(Workload, u64, BackendName)> = Vec::new();
     for r in runs {
-        let k = (r.cell.workload, r.cell.backend);
+        let k = (r.cell.workload, r.cell.batch, r.cell.backend);
         if !keys.contains(&k) {
             keys.push(k);
         }
     }
     keys.into_iter()
-        .map(|(workload, backend)| {
+        .map(|(workload, batch, backend)| {
             let group: Vec<&CellRun> = runs
                 .iter()
-                .filter(|r| r.cell.workload == workload && r.cell.backend == backend)
+                .filter(|r| {
+                    (r.cell.workload, r.cell.batch, r.cell.backend) == (workload, batch, backend)
+                })
                 .collect();
             let ok: Vec<&Figures> = group
                 .iter()
@@ -81,6 +132,7 @@ pub fn rows(runs: &[CellRun]) -> Vec<Row> {
                 |f: &dyn Fn(&Figures) -> f64| median(with_reads.iter().map(|x| f(x)).collect());
             Row {
                 workload,
+                batch,
                 backend,
                 ok: ok.len(),
                 runs: group.len(),
@@ -118,6 +170,7 @@ pub fn rows(runs: &[CellRun]) -> Vec<Row> {
                     (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
                     _ => None,
                 },
+                redb: redb_row(&ok),
             }
         })
         .collect()
@@ -243,11 +296,91 @@ pub fn header(plan: &Plan, machine: &Machine, started: &str, command: &str) -> S
         if plan.direct { "yes" } else { "no (--direct)" },
         plan.force_every.unwrap_or(super::cli::DEFAULT_FORCE_EVERY),
     );
+    if plan.workloads.contains(&Workload::Redb) {
+        let batches: Vec<String> = plan.batches.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            s,
+            "redb: 100-byte values, {} inserts per commit, default durability",
+            batches.join(" and ")
+        );
+    }
     s
 }
 
-/// The results table and, for mixed, the readers' line.
+/// The results table and, for mixed, the readers' table, and for redb its own.
 pub fn table(rows: &[Row]) -> String {
+    let (redb, blocks): (Vec<Row>, Vec<Row>) = rows
+        .iter()
+        .cloned()
+        .partition(|r| r.workload == Workload::Redb);
+    let mut out = String::new();
+    if !blocks.is_empty() {
+        out += &block_table(&blocks);
+    }
+    if !redb.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out += &redb_table(&redb);
+    }
+    out
+}
+
+/// Marks a backend name with failed or interrupted repetitions.
+fn backend_cell(r: &Row) -> String {
+    let mut s = r.backend.name().to_string();
+    if r.ok < r.runs {
+        s += &format!(" ({}/{} ok)", r.ok, r.runs);
+    }
+    if r.interrupted {
+        s += " (interrupted)";
+    }
+    s
+}
+
+/// The redb runs: commits, their latency, and where a commit's time goes.
+fn redb_table(rows: &[Row]) -> String {
+    let header = [
+        "redb",
+        "backend",
+        "commits/s",
+        "inserts/s",
+        "commit p50",
+        "p99",
+        "p99.9",
+        "max",
+        "writes/commit",
+        "in writes",
+        "syncs/commit",
+        "sync p50",
+        "CPU/commit",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut c = vec![format!("redb/{}", r.batch), backend_cell(r)];
+            match (&r.error, &r.redb) {
+                (Some(e), _) => c.push(format!("failed: {e}")),
+                (None, None) => c.push("no figures".into()),
+                (None, Some(x)) => {
+                    c.push(fmt_rate(x.commits_per_s));
+                    c.push(fmt_rate(x.inserts_per_s));
+                    c.extend(x.commit.iter().map(|&v| fmt_ns(v)));
+                    c.push(format!("{:.2}", x.writes_per_commit));
+                    c.push(fmt_ns(x.write_ns_per_commit));
+                    c.push(format!("{:.2}", x.syncs_per_commit));
+                    c.push(fmt_ns(x.sync_p50));
+                    c.push(fmt_ns(x.cpu_ns_per_commit));
+                }
+            }
+            c
+        })
+        .collect();
+    render(&header, &cells, 2)
+}
+
+/// The block workloads (pages, seq, log, mixed) and, for mixed, the readers.
+fn block_table(rows: &[Row]) -> String {
     let header = [
         "workload",
         "backend",
@@ -282,12 +415,7 @@ pub fn table(rows: &[Row]) -> String {
         c.push(format!("{:.2}s", r.drain_s));
         c.push(fmt_bytes(r.bytes_written));
         c.push(format!("{:.2}", r.cpu_s_per_gb));
-        if r.ok < r.runs {
-            c[1] += &format!(" ({}/{} ok)", r.ok, r.runs);
-        }
-        if r.interrupted {
-            c[1] += " (interrupted)";
-        }
+        c[1] = backend_cell(r);
         cells.push(c);
     }
     let mut out = render(&header, &cells, 2);
@@ -323,7 +451,12 @@ ops/s, MB/s: writes (log: commits) and requested bytes per second over the whole
 i.e. until the data is durable and the handle closed (loop + drain). ack: time inside \
 write()/append(). force: time inside force() during the loop. drain: final force + close \
 after the last write. written: bytes the backend wrote to the file (writebehind: its \
-Stats, after coalescing). CPU s/GB: user+sys of the process per 10^9 requested bytes.";
+Stats, after coalescing). CPU s/GB: user+sys of the process per 10^9 requested bytes.
+redb/N: N inserts of 100 bytes per commit, default durability (each commit syncs before \
+it returns). commits/s, inserts/s: during the loop. commit: time inside commit(). \
+writes/commit, syncs/commit: redb's write and sync_data calls to its storage backend; \
+in writes: their time per commit; sync p50: the time of one sync_data. CPU/commit: \
+user+sys of the process, open to close, per commit.";
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -363,6 +496,7 @@ pub(crate) mod tests {
                 sys: Duration::from_millis(300),
             },
             stats: None,
+            redb: None,
         }
     }
 

@@ -47,7 +47,8 @@ pub struct Measured {
 }
 
 impl Measured {
-    fn empty() -> Measured {
+    /// Nothing measured yet.
+    pub fn empty() -> Measured {
         Measured {
             ops: 0,
             bytes_requested: 0,
@@ -283,6 +284,12 @@ fn writer(
             }
             Workload::Log => {
                 h.append(data)?;
+            }
+            Workload::Redb => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the redb workload runs through redb (bench::redb), not drive",
+                ))
             }
         }
         let mut now = Instant::now();
