@@ -270,9 +270,10 @@ fn a_thousand_files_on_one_engine() {
     }
 }
 
-/// Forces on 16 files that meet in one pass go to the kernel together: the writes and
-/// syncs of all 16 are submitted by at most 2 `io_uring_enter` calls. (Waiting for
-/// their completions takes more enters: each returns once some have completed.)
+/// Forces on 16 files that meet in one pass go to the kernel together: the syncs of all
+/// 16 are submitted by at most 2 `io_uring_enter` calls (2: a pass already under way when
+/// the hold began may take some). Waiting for their completions takes more enters: each
+/// wait returns once some have completed.
 #[cfg(feature = "fault-injection")]
 #[test]
 fn forces_on_sixteen_files_share_enters() {
