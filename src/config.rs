@@ -20,7 +20,8 @@ pub enum SyncMode {
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
-    /// io_uring when the kernel allows it (probed at open), else [`Backend::Threads`].
+    /// io_uring when the kernel allows it (probed when the engine starts), else
+    /// [`Backend::Threads`].
     #[default]
     Auto,
     /// io_uring only; open fails if it is unavailable.

@@ -103,7 +103,8 @@ pub struct Stats {
     /// handle's [`Engine`](crate::Engine), for all its files together, so far (0 on the
     /// thread backend).
     pub engine_enters: u64,
-    /// Those of [`engine_enters`](Stats::engine_enters) that submitted requests.
+    /// Those of [`engine_enters`](Stats::engine_enters) that submitted write-back
+    /// requests (writes, syncs, size changes).
     pub engine_submits: u64,
     /// The cap on io_uring's kernel workers (io-wq) of this handle's engine, 0 when none
     /// is set (thread backend, or a kernel before 5.15).

@@ -35,7 +35,8 @@ pub(crate) struct Target {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Enters {
     pub all: u64,
-    /// Those that submitted at least one request.
+    /// Those that submitted at least one user request (not counting the engine's own
+    /// wake-up read).
     pub submitting: u64,
 }
 

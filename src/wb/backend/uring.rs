@@ -115,6 +115,8 @@ pub(crate) struct UringEngine {
     io_worker_cap: u32,
     /// `io_uring_enter` calls so far.
     enters: Enters,
+    /// User requests were pushed since the last enter.
+    pushed: bool,
 }
 
 impl UringEngine {
@@ -160,6 +162,7 @@ impl UringEngine {
             has_fallocate: false,
             io_worker_cap: 0,
             enters: Enters::default(),
+            pushed: false,
         };
         let mut max = [io_workers, io_workers];
         if engine
@@ -239,7 +242,8 @@ impl UringEngine {
     fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<usize> {
         let (_, unsubmitted) = self.sq_state();
         self.enters.all += 1;
-        self.enters.submitting += u64::from(unsubmitted > 0);
+        // Counts the enters that submit user requests (not only the wake-up read).
+        self.enters.submitting += u64::from(std::mem::take(&mut self.pushed));
         let submitter = self.ring.submitter();
         match (want, timeout) {
             (0, _) => {
@@ -475,6 +479,7 @@ impl IoEngine for UringEngine {
         };
         pushed.map_err(|_| os(libc::EBUSY))?;
         self.in_flight += needed;
+        self.pushed = true;
         Ok(())
     }
 
@@ -487,6 +492,7 @@ impl IoEngine for UringEngine {
         // SAFETY: an fsync references no memory; the core keeps the fd open until this completes.
         unsafe { self.ring.submission().push(&entry) }.map_err(|_| os(libc::EBUSY))?;
         self.in_flight += 1;
+        self.pushed = true;
         Ok(())
     }
 
@@ -523,6 +529,7 @@ impl IoEngine for UringEngine {
         unsafe { self.ring.submission().push(&entry.user_data(user_data)) }
             .map_err(|_| os(libc::EBUSY))?;
         self.in_flight += 1;
+        self.pushed = true;
         Ok(())
     }
 
