@@ -286,7 +286,11 @@ fn forces_on_sixteen_files_share_enters() {
     let _s = serial();
     let dir = common::tempdir();
     let engine = Engine::new(&EngineConfig::default().backend(Backend::IoUring)).unwrap();
-    let cfg = FileConfig::default().max_dirty_age(Duration::from_secs(3600));
+    // Nothing written back before the forces, and no preallocation (its zero fill must
+    // land before the write, a pass later): the only requests are the forces' own.
+    let cfg = FileConfig::default()
+        .max_dirty_age(Duration::from_secs(3600))
+        .preallocate(0);
     let files: Vec<_> = (0..16)
         .map(|i| {
             engine
@@ -297,6 +301,7 @@ fn forces_on_sixteen_files_share_enters() {
     for f in &files {
         f.write(0, &[7u8; 4096]).unwrap();
     }
+    thread::sleep(Duration::from_millis(20));
     let waker = Waker::noop();
     let mut cx = Context::from_waker(waker);
     let (before, submits_before);
