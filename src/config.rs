@@ -20,7 +20,8 @@ pub enum SyncMode {
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
-    /// io_uring when the kernel allows it (probed at open), else [`Backend::Threads`].
+    /// io_uring when the kernel allows it (probed when the engine starts), else
+    /// [`Backend::Threads`].
     #[default]
     Auto,
     /// io_uring only; open fails if it is unavailable.
@@ -48,7 +49,8 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// Settings for opening a file-backed handle. A builder: start from `Config::default()`
+/// Settings for opening a file-backed handle: the settings of an [`EngineConfig`] and a
+/// [`FileConfig`] together, for handles with an engine of their own. A builder: start from `Config::default()`
 /// and chain setters. Values are checked when a handle is opened; nonsense (zero sizes,
 /// a queue deeper than the ring, a non-power-of-two ring) fails with `InvalidInput`.
 ///
@@ -73,6 +75,7 @@ pub struct Config {
     pub(crate) max_write_bytes: Option<usize>,
     pub(crate) max_dirty_age: Duration,
     pub(crate) ring_entries: u32,
+    pub(crate) io_workers: Option<u32>,
     pub(crate) max_io_bytes: usize,
     pub(crate) lock_file: bool,
     pub(crate) punch_holes: bool,
@@ -93,6 +96,7 @@ impl Default for Config {
             max_write_bytes: None,
             max_dirty_age: Duration::from_millis(5),
             ring_entries: 256,
+            io_workers: None,
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
             lock_file: true,
             punch_holes: true,
@@ -299,6 +303,9 @@ impl Config {
                 self.preallocate
             ));
         }
+        if self.io_workers == Some(0) {
+            return bad("io_workers must be at least 1".into());
+        }
         if self.max_dirty_age.is_zero() || self.max_dirty_age > Duration::from_secs(3600) {
             return bad(format!(
                 "max_dirty_age {:?} must be between 1 ns and 1 hour",
@@ -306,6 +313,245 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Settings of an [`Engine`](crate::Engine): what its files share. A builder like
+/// [`Config`]; checked when the engine starts (`InvalidInput` for nonsense).
+///
+/// ```
+/// use writebehind::{Backend, EngineConfig};
+/// let cfg = EngineConfig::default().backend(Backend::Threads).queue_depth(32);
+/// assert!(cfg.validate().is_ok());
+/// assert!(EngineConfig::default().ring_entries(100).validate().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub(crate) backend: Backend,
+    pub(crate) queue_depth: u32,
+    pub(crate) ring_entries: u32,
+    pub(crate) io_workers: Option<u32>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Config::default().engine_config()
+    }
+}
+
+/// The most io_uring workers (io-wq) per CPU an engine allows by default.
+pub const DEFAULT_IO_WORKERS_PER_CPU: u32 = 4;
+
+impl EngineConfig {
+    /// The I/O backend (default [`Backend::Auto`]; probed once per engine).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Most writes in flight per file (default 128; see [`Config::queue_depth`]).
+    pub fn queue_depth(mut self, depth: u32) -> Self {
+        self.queue_depth = depth;
+        self
+    }
+
+    /// Submission-queue entries of the engine's ring (default 256; see
+    /// [`Config::ring_entries`]).
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
+        self
+    }
+
+    /// The most io_uring kernel workers (io-wq, threads named `iou-wrk-*`) the ring may
+    /// start, bounded and unbounded each (`IORING_REGISTER_IOWQ_MAX_WORKERS`, Linux 5.15;
+    /// ignored where the kernel lacks it). Default: [`DEFAULT_IO_WORKERS_PER_CPU`] per
+    /// CPU. Without a cap io-wq can grow to a worker per file with punted work.
+    pub fn io_workers(mut self, workers: u32) -> Self {
+        self.io_workers = Some(workers);
+        self
+    }
+
+    /// The io-wq cap this configuration asks for (see [`io_workers`](Self::io_workers)).
+    pub fn io_worker_cap(&self) -> u32 {
+        self.io_workers.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            DEFAULT_IO_WORKERS_PER_CPU * cpus
+        })
+    }
+
+    /// Checks every setting; the error (`InvalidInput`) names the first bad one.
+    pub fn validate(&self) -> io::Result<()> {
+        if self.io_workers == Some(0) {
+            return Err(os_msg(
+                libc::EINVAL,
+                "invalid EngineConfig: io_workers must be at least 1",
+            ));
+        }
+        Config::assemble(self, &FileConfig::default()).validate()
+    }
+}
+
+/// Settings of one file on an [`Engine`](crate::Engine): a builder like [`Config`], whose
+/// setters of the same names it mirrors. Its write-back budget (`buffer_bytes`,
+/// `max_blocks`) is the file's own.
+///
+/// ```
+/// use writebehind::{FileConfig, SyncMode};
+/// let cfg = FileConfig::default().sync(SyncMode::All).buffer_bytes(1 << 20);
+/// assert!(cfg.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileConfig {
+    pub(crate) direct_io: bool,
+    pub(crate) sync: SyncMode,
+    pub(crate) buffer_bytes: usize,
+    pub(crate) max_blocks: usize,
+    pub(crate) max_write_bytes: Option<usize>,
+    pub(crate) max_dirty_age: Duration,
+    pub(crate) max_io_bytes: usize,
+    pub(crate) lock_file: bool,
+    pub(crate) punch_holes: bool,
+    pub(crate) preallocate: usize,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fault_injector: Option<crate::fault::FaultInjector>,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Config::default().file_config()
+    }
+}
+
+impl FileConfig {
+    /// See [`Config::direct_io`].
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
+        self
+    }
+
+    /// See [`Config::sync`].
+    pub fn sync(mut self, mode: SyncMode) -> Self {
+        self.sync = mode;
+        self
+    }
+
+    /// See [`Config::buffer_bytes`]: this file's budget.
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
+        self
+    }
+
+    /// See [`Config::max_blocks`].
+    pub fn max_blocks(mut self, blocks: usize) -> Self {
+        self.max_blocks = blocks;
+        self
+    }
+
+    /// See [`Config::max_write_bytes`].
+    pub fn max_write_bytes(mut self, bytes: usize) -> Self {
+        self.max_write_bytes = Some(bytes);
+        self
+    }
+
+    /// See [`Config::max_dirty_age`].
+    pub fn max_dirty_age(mut self, age: Duration) -> Self {
+        self.max_dirty_age = age;
+        self
+    }
+
+    /// See [`Config::max_io_bytes`].
+    pub fn max_io_bytes(mut self, bytes: usize) -> Self {
+        self.max_io_bytes = bytes;
+        self
+    }
+
+    /// See [`Config::lock_file`].
+    pub fn lock_file(mut self, on: bool) -> Self {
+        self.lock_file = on;
+        self
+    }
+
+    /// See [`Config::punch_holes`].
+    pub fn punch_holes(mut self, on: bool) -> Self {
+        self.punch_holes = on;
+        self
+    }
+
+    /// See [`Config::preallocate`].
+    pub fn preallocate(mut self, bytes: usize) -> Self {
+        self.preallocate = bytes;
+        self
+    }
+
+    /// Test hook (feature `fault-injection`): see [`Config::fault_injector`]. Only this
+    /// file's requests are rewritten; its siblings on the engine are untouched.
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_injector(mut self, injector: crate::fault::FaultInjector) -> Self {
+        self.fault_injector = Some(injector);
+        self
+    }
+
+    /// Checks every setting; the error (`InvalidInput`) names the first bad one.
+    pub fn validate(&self) -> io::Result<()> {
+        Config::assemble(&EngineConfig::default(), self).validate()
+    }
+}
+
+impl Config {
+    /// The engine settings of this configuration.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            backend: self.backend,
+            queue_depth: self.queue_depth,
+            ring_entries: self.ring_entries,
+            io_workers: self.io_workers,
+        }
+    }
+
+    /// The file settings of this configuration.
+    pub fn file_config(&self) -> FileConfig {
+        FileConfig {
+            direct_io: self.direct_io,
+            sync: self.sync,
+            buffer_bytes: self.buffer_bytes,
+            max_blocks: self.max_blocks,
+            max_write_bytes: self.max_write_bytes,
+            max_dirty_age: self.max_dirty_age,
+            max_io_bytes: self.max_io_bytes,
+            lock_file: self.lock_file,
+            punch_holes: self.punch_holes,
+            preallocate: self.preallocate,
+            #[cfg(feature = "fault-injection")]
+            fault_injector: self.fault_injector.clone(),
+        }
+    }
+
+    /// Engine and file settings as one `Config`.
+    pub(crate) fn assemble(e: &EngineConfig, f: &FileConfig) -> Config {
+        Config {
+            direct_io: f.direct_io,
+            sync: f.sync,
+            backend: e.backend,
+            buffer_bytes: f.buffer_bytes,
+            max_blocks: f.max_blocks,
+            queue_depth: e.queue_depth,
+            max_write_bytes: f.max_write_bytes,
+            max_dirty_age: f.max_dirty_age,
+            ring_entries: e.ring_entries,
+            io_workers: e.io_workers,
+            max_io_bytes: f.max_io_bytes,
+            lock_file: f.lock_file,
+            punch_holes: f.punch_holes,
+            preallocate: f.preallocate,
+            #[cfg(feature = "fault-injection")]
+            fault_injector: f.fault_injector.clone(),
+        }
+    }
+
+    /// The io-wq cap of [`EngineConfig::io_workers`], for the single-file constructors.
+    pub fn io_workers(mut self, workers: u32) -> Self {
+        self.io_workers = Some(workers);
+        self
     }
 }
 

@@ -35,14 +35,17 @@ mod wb;
 
 pub use aligned::AlignedBuf;
 pub use buffer::{ReadBuffer, WriteBuffer};
-pub use config::{Backend, Config, SyncMode, DEFAULT_MAX_IO_BYTES};
+pub use config::{
+    Backend, Config, EngineConfig, FileConfig, SyncMode, DEFAULT_IO_WORKERS_PER_CPU,
+    DEFAULT_MAX_IO_BYTES,
+};
 pub use error::{errno, OsError};
 pub use file::FileHandle;
 pub use fileio::{dio_alignment, AlignmentSource, DioAlignment, OpenMode};
 pub use handle::Handle;
 pub use memory::MemoryHandle;
 pub use stats::{BackendKind, Stats};
-pub use wb::{ForceFuture, WriteBehindFile};
+pub use wb::{Engine, ForceFuture, WriteBehindFile};
 
 /// The histogram crate whose types appear in [`Stats`], re-exported so that callers use
 /// the same version.

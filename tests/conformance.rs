@@ -52,7 +52,9 @@ mod common;
 
 use std::sync::OnceLock;
 
-use writebehind::{Backend, Config, FileHandle, MemoryHandle, WriteBehindFile};
+use writebehind::{
+    Backend, Config, Engine, EngineConfig, FileHandle, MemoryHandle, WriteBehindFile,
+};
 
 fn direct() -> Config {
     Config::default().direct_io(true)
@@ -107,6 +109,32 @@ wb_conformance!(wb_uring_small, false, true, Backend::IoUring);
 wb_conformance!(wb_uring_direct_small, true, true, Backend::IoUring);
 wb_conformance!(wb_threads_buffered, false, false, Backend::Threads);
 wb_conformance!(wb_threads_direct_small, true, true, Backend::Threads);
+
+// Files on a shared engine: every case below opens its files on one of two engines the
+// whole test binary shares (io_uring, threads), so the cases' files run concurrently on
+// one submission thread, each against its model.
+fn shared(backend: Backend) -> &'static Engine {
+    static URING: OnceLock<Engine> = OnceLock::new();
+    static THREADS: OnceLock<Engine> = OnceLock::new();
+    let cell = match backend {
+        Backend::Threads => &THREADS,
+        _ => &URING,
+    };
+    cell.get_or_init(|| Engine::new(&EngineConfig::default().backend(backend)).expect("engine"))
+}
+
+macro_rules! shared_conformance {
+    ($name:ident, $direct:expr, $small:expr, $backend:expr) => {
+        conformance!($name, align: if $direct { dio_align() } else { 1 },
+            create: |p| shared($backend).create(p, &wb($direct, $small, $backend).file_config()),
+            open: |p| shared($backend).open(p, &wb($direct, $small, $backend).file_config()),
+            close: WriteBehindFile::close);
+    };
+}
+
+shared_conformance!(engine_uring_buffered, false, false, Backend::IoUring);
+shared_conformance!(engine_uring_direct_small, true, true, Backend::IoUring);
+shared_conformance!(engine_threads_buffered, false, false, Backend::Threads);
 
 #[test]
 fn file_direct_misaligned_writes_are_einval() {

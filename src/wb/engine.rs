@@ -1,133 +1,325 @@
-//! The seam between the write-back core and the thing that performs I/O.
+//! [`Engine`]: one submission thread and one I/O engine (an io_uring ring, or a fixed
+//! pool of worker threads) shared by many [`WriteBehindFile`]s.
 //!
-//! The submission thread owns one `Engine`. It pushes vectored writes and syncs, each
-//! tagged with a `user_data` of its choosing, then calls [`Engine::wait`] to submit them
-//! and collect completions. Engines: io_uring (`uring.rs`), background threads running
-//! `pwritev`/`fdatasync` (`threads.rs`), and, for tests, a wrapper that rewrites
-//! completions to inject faults (`fault.rs`).
+//! The engine's thread runs `submitter::run` over a roster of files. A file joins the
+//! roster when opened and leaves it once closed and written back (nothing of it in
+//! flight), which is when its `close` returns. The thread ends when every [`Engine`]
+//! clone has been dropped and no file is left.
 
+use std::fs::File;
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
 
-use crate::config::SyncMode;
+use super::backend::{open::open_engine, Waker};
+use super::{submitter, Inner, WriteBehindFile};
+use crate::config::{Config, EngineConfig, FileConfig};
+use crate::error::os_msg;
+use crate::fileio::{self, OpenMode};
 use crate::stats::BackendKind;
 
-/// A user_data value engines may use internally; the core never passes it.
-pub(crate) const RESERVED_USER_DATA: u64 = u64::MAX;
-
-/// The outcome of one pushed request: bytes written (writes), 0 (syncs), or `-errno`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Completion {
-    pub user_data: u64,
-    pub result: i32,
+/// One submission thread and one io_uring ring (or, on the thread backend, one fixed
+/// pool of workers) writing back many files: open each through it with
+/// [`create`](Engine::create), [`open`](Engine::open) or [`from_file`](Engine::from_file).
+///
+/// Every file is a [`WriteBehindFile`] with the same contract as one opened on its own;
+/// one submission pass serves all of them, so forces on several files share
+/// `io_uring_enter` calls, and a thousand open files cost one thread and one ring. Each
+/// file keeps its own buffers and budget ([`FileConfig::buffer_bytes`]), its own error
+/// latch, and its own group commits.
+///
+/// `Engine` is cheap to clone (an `Arc`) and `Send + Sync`. Its thread ends once every
+/// clone is dropped and every file is closed. [`WriteBehindFile::create`] and
+/// [`WriteBehindFile::open`] start a private engine for the one file.
+///
+/// ```
+/// use writebehind::{Engine, EngineConfig, FileConfig, Handle};
+/// # fn main() -> std::io::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// let engine = Engine::new(&EngineConfig::default())?;
+/// let files: Vec<_> = (0..4)
+///     .map(|i| engine.create(dir.path().join(format!("t{i}")), &FileConfig::default()))
+///     .collect::<Result<_, _>>()?;
+/// for (i, f) in files.iter().enumerate() {
+///     f.write(0, &[i as u8; 4096])?;
+/// }
+/// for f in &files {
+///     f.force()?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    hub: Arc<Hub>,
+    /// Dropped with the last clone: tells the thread it may end once its files are gone.
+    _alive: Arc<Alive>,
 }
 
-/// A change to the file's size or allocation, run by [`Engine::push_size`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SizeChange {
-    /// `ftruncate(len)`.
-    Truncate(u64),
-    /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` of `[offset, offset + len)`.
-    Punch { offset: u64, len: u64 },
-    /// A write of zeros over `[offset, offset + len)` (`len <= ZEROS_LEN`), from a static
-    /// zeroed buffer: completes with the bytes written, like a write.
-    ZeroFill { offset: u64, len: u64 },
+/// What the engine's thread and its files share.
+pub(crate) struct Hub {
+    pub(crate) waker: Arc<dyn Waker>,
+    pub(crate) kind: BackendKind,
+    pub(crate) cfg: EngineConfig,
+    pub(crate) io_worker_cap: u32,
+    /// `io_uring_enter` calls so far, and those that submitted (published by the thread
+    /// after each wait).
+    pub(crate) enters: AtomicU64,
+    pub(crate) submits: AtomicU64,
+    roster: Mutex<Roster>,
 }
 
-/// The most bytes one [`SizeChange::ZeroFill`] writes.
-pub(crate) const ZEROS_LEN: usize = 1 << 20;
+/// Files waiting to join the thread's roster, and whether the thread may end.
+#[derive(Default)]
+pub(crate) struct Roster {
+    pub(crate) arriving: Vec<Arrival>,
+    /// Every `Engine` clone is gone: no file can arrive any more.
+    pub(crate) engine_gone: bool,
+    /// The thread has stopped (with this errno): opening fails with it.
+    pub(crate) stopped: Option<i32>,
+}
 
-/// Page-aligned zeros (in `.bss`: no pages until touched), aligned for direct I/O.
-#[repr(C, align(4096))]
-pub(crate) struct Zeros(pub [u8; ZEROS_LEN]);
+/// A file joining the roster; `done` is dropped when it leaves (its `close` waits on it).
+pub(crate) struct Arrival {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) done: mpsc::Sender<()>,
+}
 
-/// What zero fills write from; never written to.
-pub(crate) static ZEROS: Zeros = Zeros([0; ZEROS_LEN]);
+/// How a file wakes its engine's thread: it marks itself first, so that a pass visits
+/// the files that asked (plus those with completions or a timer due), not all of them.
+pub(crate) struct FileWaker {
+    poked: AtomicBool,
+    engine: Arc<dyn Waker>,
+}
 
-impl SizeChange {
-    /// Runs the change with a blocking syscall: 0 (a zero fill: bytes written) or
-    /// `-errno` (`EINTR` retried).
-    pub(crate) fn run_blocking(self, fd: std::os::fd::RawFd) -> i32 {
-        loop {
-            // SAFETY: plain syscalls on a descriptor the caller keeps open; a zero fill
-            // reads at most ZEROS_LEN bytes of the immutable static ZEROS.
-            let rc = unsafe {
-                match self {
-                    SizeChange::ZeroFill { offset, len } => {
-                        let len = (len as usize).min(ZEROS_LEN);
-                        let n =
-                            libc::pwrite(fd, ZEROS.0.as_ptr().cast(), len, offset as libc::off_t);
-                        if n >= 0 {
-                            return n as i32;
-                        }
-                        -1
-                    }
-                    SizeChange::Truncate(len) => libc::ftruncate(fd, len as libc::off_t),
-                    SizeChange::Punch { offset, len } => libc::fallocate(
-                        fd,
-                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                        offset as libc::off_t,
-                        len as libc::off_t,
-                    ),
-                }
-            };
-            if rc == 0 {
-                return 0;
-            }
-            let errno = io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO);
-            if errno != libc::EINTR {
-                return -errno;
-            }
+impl FileWaker {
+    fn new(engine: Arc<dyn Waker>) -> Self {
+        FileWaker {
+            poked: AtomicBool::new(true),
+            engine,
         }
+    }
+
+    /// Marks the file for the next pass and wakes the thread.
+    pub(crate) fn wake(&self) {
+        self.poked.store(true, Ordering::Release);
+        self.engine.wake();
+    }
+
+    /// Marks the file for the next pass, from the engine's own thread.
+    pub(crate) fn mark(&self) {
+        self.poked.store(true, Ordering::Release);
+    }
+
+    /// Whether the file was marked since the last call (which clears the mark). Taken
+    /// before the file's state is locked, so a later mark is never lost.
+    pub(crate) fn take(&self) -> bool {
+        self.poked.swap(false, Ordering::AcqRel)
     }
 }
 
-/// Wakes the submission thread out of [`Engine::wait`]. Called by writers and forcers;
-/// cheap, callable from any thread, and wake-ups may coalesce.
-pub(crate) trait Waker: Send + Sync {
-    fn wake(&self);
+/// See [`Engine::hold_passes`].
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub struct PassHold<'a>(#[allow(dead_code)] MutexGuard<'a, Roster>);
+
+struct Alive(Arc<Hub>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.roster().engine_gone = true;
+        self.0.waker.wake();
+    }
 }
 
-/// Performs the file I/O for one handle. Used by the submission thread only.
-pub(crate) trait Engine: Send {
-    /// Which engine this is, for `Stats`.
-    fn kind(&self) -> BackendKind;
+impl Hub {
+    /// A waker for a new file of this engine.
+    pub(crate) fn file_waker(&self) -> FileWaker {
+        FileWaker::new(Arc::clone(&self.waker))
+    }
 
-    /// A waker callers use to interrupt [`wait`](Engine::wait).
-    fn waker(&self) -> Arc<dyn Waker>;
+    pub(crate) fn roster(&self) -> MutexGuard<'_, Roster> {
+        self.roster.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
-    /// Queues a write of the `iovcnt` buffers at `iov` to the file at `offset`.
+impl Engine {
+    /// Starts an engine: its submission thread and its ring (or worker pool).
     ///
-    /// With `linked_sync = Some(ud)`, a sync (per the handle's `SyncMode`) tagged `ud`
-    /// is queued to run only if this write completes in full; otherwise the sync
-    /// completes with `-ECANCELED`. Both complete separately.
+    /// # Errors
     ///
-    /// # Safety
-    /// The iovec array and every byte it points to must stay valid and unmodified until
-    /// the completion of `user_data` has been returned by [`wait`](Engine::wait).
-    unsafe fn push_write(
-        &mut self,
-        user_data: u64,
-        offset: u64,
-        iov: *const libc::iovec,
-        iovcnt: u32,
-        linked_sync: Option<u64>,
-    ) -> io::Result<()>;
+    /// `InvalidInput` for a bad `cfg`; with [`Backend::IoUring`](crate::Backend), the
+    /// error of setting up the ring; the error of spawning the thread.
+    pub fn new(cfg: &EngineConfig) -> io::Result<Engine> {
+        cfg.validate()?;
+        Self::spawn(
+            cfg,
+            #[cfg(feature = "fault-injection")]
+            None,
+        )
+        .map(|(engine, _thread)| engine)
+    }
 
-    /// Queues a sync of the whole file: `fdatasync` or `fsync` per `mode`. It covers the
-    /// writes whose completions were returned before it was pushed.
-    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()>;
+    /// Starts the thread; returns the engine and the thread's handle (joined by the
+    /// single-file constructors, whose `close` ends the thread).
+    pub(crate) fn spawn(
+        cfg: &EngineConfig,
+        #[cfg(feature = "fault-injection")] injector: Option<crate::fault::FaultInjector>,
+    ) -> io::Result<(Engine, JoinHandle<()>)> {
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (hub_tx, hub_rx) = mpsc::sync_channel::<Arc<Hub>>(1);
+        let io_cfg = cfg.clone();
+        let thread = thread::Builder::new()
+            .name("writebehind-submit".into())
+            .spawn(move || {
+                // The I/O engine is built here: an io_uring ring with SINGLE_ISSUER must
+                // be used by the thread that created it.
+                let opened = open_engine(
+                    &io_cfg,
+                    #[cfg(feature = "fault-injection")]
+                    injector,
+                );
+                let io = match opened {
+                    Ok(io) => io,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok((io.waker(), io.kind(), io.io_worker_cap())));
+                if let Ok(hub) = hub_rx.recv() {
+                    submitter::run(hub, io);
+                }
+            })?;
+        let (waker, kind, io_worker_cap) = match ready_rx.recv() {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(os_msg(
+                    libc::EIO,
+                    "writebehind: submission thread died at start",
+                ));
+            }
+        };
+        let hub = Arc::new(Hub {
+            waker,
+            kind,
+            cfg: cfg.clone(),
+            io_worker_cap,
+            enters: AtomicU64::new(0),
+            submits: AtomicU64::new(0),
+            roster: Mutex::new(Roster::default()),
+        });
+        hub_tx
+            .send(Arc::clone(&hub))
+            .map_err(|_| os_msg(libc::EIO, "writebehind: submission thread died at start"))?;
+        let alive = Arc::new(Alive(Arc::clone(&hub)));
+        Ok((Engine { hub, _alive: alive }, thread))
+    }
 
-    /// Queues a size change tagged `user_data`; it completes with 0 or `-errno`. The core
-    /// orders it against writes and syncs itself (it is pushed only when nothing that
-    /// conflicts with it is in flight), so engines may run it concurrently with them.
-    fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()>;
+    /// Opens an existing file on this engine; see [`WriteBehindFile::open`].
+    pub fn open(&self, path: impl AsRef<Path>, cfg: &FileConfig) -> io::Result<WriteBehindFile> {
+        self.open_with(path, cfg, OpenMode::Existing)
+    }
 
-    /// Submits everything pushed, then waits until at least one completion is available,
-    /// a waker fires, or `timeout` passes (`None`: no timeout); appends every available
-    /// completion to `out`. Returns early without completions on a wake-up or timeout.
-    fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()>;
+    /// Creates (or truncates) a file on this engine; see [`WriteBehindFile::create`].
+    pub fn create(&self, path: impl AsRef<Path>, cfg: &FileConfig) -> io::Result<WriteBehindFile> {
+        self.open_with(path, cfg, OpenMode::CreateOrTruncate)
+    }
+
+    /// Opens `path` as `mode` says on this engine; see [`WriteBehindFile::open_with`].
+    pub fn open_with(
+        &self,
+        path: impl AsRef<Path>,
+        cfg: &FileConfig,
+        mode: OpenMode,
+    ) -> io::Result<WriteBehindFile> {
+        let full = Config::assemble(&self.hub.cfg, cfg);
+        full.validate()?;
+        let opened = fileio::open(path.as_ref(), &full, mode)?;
+        let mut f = self.attach(opened.file, &full)?;
+        f._lock = opened.lock;
+        Ok(f)
+    }
+
+    /// Runs an already open file on this engine. It must be open for reading and
+    /// writing, with `O_DIRECT` if and only if `cfg` asks for direct I/O; it is not
+    /// locked ([`FileConfig::lock_file`] applies to the opening calls only).
+    pub fn from_file(&self, file: File, cfg: &FileConfig) -> io::Result<WriteBehindFile> {
+        let full = Config::assemble(&self.hub.cfg, cfg);
+        full.validate()?;
+        self.attach(file, &full)
+    }
+
+    /// The engine in use (io_uring, or threads where io_uring is unavailable).
+    pub fn backend(&self) -> BackendKind {
+        self.hub.kind
+    }
+
+    /// `io_uring_enter` calls so far, for all files together (0 on the thread backend).
+    pub fn enters(&self) -> u64 {
+        self.hub.enters.load(Ordering::Relaxed)
+    }
+
+    /// Those of [`enters`](Self::enters) that submitted requests.
+    pub fn submitting_enters(&self) -> u64 {
+        self.hub.submits.load(Ordering::Relaxed)
+    }
+
+    /// The io-wq worker cap in force, 0 when none (see [`EngineConfig::io_workers`]).
+    pub fn io_worker_cap(&self) -> u32 {
+        self.hub.io_worker_cap
+    }
+
+    /// Test hook (feature `fault-injection`): the engine's thread starts no pass while
+    /// the returned guard lives, so that what callers ask meanwhile meets in one pass.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn hold_passes(&self) -> PassHold<'_> {
+        PassHold(self.hub.roster())
+    }
+
+    /// Builds the file's handle and hands it to the thread.
+    fn attach(&self, file: File, cfg: &Config) -> io::Result<WriteBehindFile> {
+        #[cfg(feature = "fault-injection")]
+        if cfg.fault_injector.is_some() {
+            // A file with injected faults gets an engine of its own, wrapped by the
+            // injector (whose plan counts this file's requests only).
+            return WriteBehindFile::start(file, cfg);
+        }
+        self.attach_here(file, cfg)
+    }
+
+    /// [`attach`](Self::attach) to this engine, whatever `cfg` says.
+    pub(crate) fn attach_here(&self, file: File, cfg: &Config) -> io::Result<WriteBehindFile> {
+        let inner = Arc::new(Inner::new(file, cfg, &self.hub)?);
+        let (done_tx, done_rx) = mpsc::channel();
+        {
+            let mut roster = self.hub.roster();
+            if let Some(code) = roster.stopped {
+                return Err(os_msg(code, "writebehind: the engine has stopped"));
+            }
+            roster.arriving.push(Arrival {
+                inner: Arc::clone(&inner),
+                done: done_tx,
+            });
+        }
+        self.hub.waker.wake();
+        Ok(WriteBehindFile::new(inner, Arc::clone(&self.hub), done_rx))
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("backend", &self.hub.kind)
+            .field("io_worker_cap", &self.hub.io_worker_cap)
+            .finish_non_exhaustive()
+    }
 }

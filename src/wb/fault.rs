@@ -24,9 +24,10 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::engine::{Completion, Engine, SizeChange, Waker};
+use super::backend::{Completion, IoEngine, SizeChange, Target, Waker};
 use crate::config::SyncMode;
 use crate::stats::BackendKind;
+use std::os::fd::RawFd;
 
 /// What to do to one write completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,9 +259,9 @@ enum Tracked {
     Size,
 }
 
-/// An [`Engine`] that rewrites the completions of another by a [`FaultInjector`]'s plan.
+/// An [`IoEngine`] that rewrites the completions of another by a [`FaultInjector`]'s plan.
 pub(crate) struct FaultyEngine {
-    inner: Box<dyn Engine>,
+    inner: Box<dyn IoEngine>,
     injector: FaultInjector,
     tracked: HashMap<u64, Tracked>,
     /// Completions of syncs never performed ([`Mutation::SkipSyncs`]), for the next wait.
@@ -268,7 +269,7 @@ pub(crate) struct FaultyEngine {
 }
 
 impl FaultyEngine {
-    pub(crate) fn new(inner: Box<dyn Engine>, injector: FaultInjector) -> Self {
+    pub(crate) fn new(inner: Box<dyn IoEngine>, injector: FaultInjector) -> Self {
         FaultyEngine {
             inner,
             injector,
@@ -386,7 +387,7 @@ impl FaultInjector {
     }
 }
 
-impl Engine for FaultyEngine {
+impl IoEngine for FaultyEngine {
     fn kind(&self) -> BackendKind {
         self.inner.kind()
     }
@@ -395,9 +396,18 @@ impl Engine for FaultyEngine {
         self.inner.waker()
     }
 
+    fn io_worker_cap(&self) -> u32 {
+        self.inner.io_worker_cap()
+    }
+
+    fn enters(&self) -> super::backend::Enters {
+        self.inner.enters()
+    }
+
     unsafe fn push_write(
         &mut self,
         user_data: u64,
+        target: Target,
         offset: u64,
         iov: *const libc::iovec,
         iovcnt: u32,
@@ -425,7 +435,7 @@ impl Engine for FaultyEngine {
         // SAFETY: forwarded unchanged (but for a skipped sync) under the same contract.
         unsafe {
             self.inner
-                .push_write(user_data, offset, iov, iovcnt, pass_on)?
+                .push_write(user_data, target, offset, iov, iovcnt, pass_on)?
         };
         self.tracked.insert(
             user_data,
@@ -442,7 +452,7 @@ impl Engine for FaultyEngine {
         Ok(())
     }
 
-    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()> {
+    fn push_sync(&mut self, user_data: u64, fd: RawFd, mode: SyncMode) -> io::Result<()> {
         if self.injector.plan().skip_syncs {
             self.fake.push(Completion {
                 user_data,
@@ -450,14 +460,14 @@ impl Engine for FaultyEngine {
             });
             return Ok(());
         }
-        self.inner.push_sync(user_data, mode)?;
+        self.inner.push_sync(user_data, fd, mode)?;
         self.tracked
             .insert(user_data, Tracked::Sync { cancel: false });
         Ok(())
     }
 
-    fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()> {
-        self.inner.push_size(user_data, change)?;
+    fn push_size(&mut self, user_data: u64, fd: RawFd, change: SizeChange) -> io::Result<()> {
+        self.inner.push_size(user_data, fd, change)?;
         self.tracked.insert(user_data, Tracked::Size);
         Ok(())
     }
@@ -503,7 +513,7 @@ mod tests {
         fn wake(&self) {}
     }
 
-    impl Engine for FakeEngine {
+    impl IoEngine for FakeEngine {
         fn kind(&self) -> BackendKind {
             BackendKind::Threads
         }
@@ -513,6 +523,7 @@ mod tests {
         unsafe fn push_write(
             &mut self,
             user_data: u64,
+            _target: Target,
             _offset: u64,
             iov: *const libc::iovec,
             iovcnt: u32,
@@ -535,7 +546,7 @@ mod tests {
             }
             Ok(())
         }
-        fn push_sync(&mut self, user_data: u64, _: SyncMode) -> io::Result<()> {
+        fn push_sync(&mut self, user_data: u64, _: RawFd, _: SyncMode) -> io::Result<()> {
             self.syncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.queued.push_back(Completion {
@@ -544,14 +555,20 @@ mod tests {
             });
             Ok(())
         }
-        fn push_size(&mut self, user_data: u64, _: SizeChange) -> io::Result<()> {
-            self.push_sync(user_data, SyncMode::Data)
+        fn push_size(&mut self, user_data: u64, fd: RawFd, _: SizeChange) -> io::Result<()> {
+            self.push_sync(user_data, fd, SyncMode::Data)
         }
         fn wait(&mut self, _: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
             out.extend(self.queued.drain(..));
             Ok(())
         }
     }
+
+    /// The fake engine never uses descriptors.
+    const TARGET: Target = Target {
+        fd: -1,
+        sync: SyncMode::Data,
+    };
 
     struct Rig {
         engine: FaultyEngine,
@@ -586,14 +603,14 @@ mod tests {
             // SAFETY: `iov` and `data` live in `self` and outlive the synchronous fake.
             unsafe {
                 self.engine
-                    .push_write(ud, 0, self.iov.as_ptr(), 2, linked_sync)
+                    .push_write(ud, TARGET, 0, self.iov.as_ptr(), 2, linked_sync)
                     .unwrap()
             };
             self.wait()
         }
 
         fn sync(&mut self, ud: u64) -> Vec<Completion> {
-            self.engine.push_sync(ud, SyncMode::Data).unwrap();
+            self.engine.push_sync(ud, -1, SyncMode::Data).unwrap();
             self.wait()
         }
 

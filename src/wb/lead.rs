@@ -6,8 +6,8 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
+use super::backend::threads::{pwritev_raw, sync_fd};
 use super::state::Lead;
-use super::threads::{pwritev_raw, sync_fd};
 #[cfg(feature = "fault-injection")]
 use crate::fault::FaultInjector;
 

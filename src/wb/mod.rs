@@ -2,13 +2,13 @@
 //!
 //! Callers copy their bytes into a pooled buffer (outside any shared lock), then install
 //! it in the block index under the state lock and return. The submission thread
-//! (`submitter.rs`) writes dirty blocks back through an [`engine::Engine`] (io_uring or
+//! (`submitter.rs`) writes dirty blocks back through an [`backend::IoEngine`] (io_uring or
 //! threads) as merged vectored writes, and serves `force` waiters with shared fsyncs.
 //! See docs/design.md for the whole picture.
 
+mod backend;
 mod barrier;
 mod engine;
-mod engines;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod force_future;
@@ -19,8 +19,6 @@ mod pool;
 mod ring_check;
 mod state;
 mod submitter;
-mod threads;
-mod uring;
 
 use std::fs::File;
 use std::io;
@@ -39,7 +37,8 @@ use crate::fileio::{self, check_set_len, OpenMode};
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
 use barrier::Barriers;
-use engine::Waker;
+pub use engine::Engine;
+use engine::{FileWaker, Hub};
 pub use force_future::ForceFuture;
 use pool::{BufRef, Pool};
 use state::{Limits, Next, State};
@@ -102,9 +101,14 @@ use state::{Limits, Next, State};
 /// ```
 pub struct WriteBehindFile {
     inner: Arc<Inner>,
-    submitter: Option<JoinHandle<()>>,
-    /// Holds the file's `flock` ([`Config::lock_file`]); dropped after the submission
-    /// thread has stopped.
+    hub: Arc<Hub>,
+    /// Disconnected when the engine's thread has let go of this file (after `close`).
+    /// (In a mutex only to make the handle `Sync`; locked once, by `close`.)
+    done: Option<Mutex<mpsc::Receiver<()>>>,
+    /// The thread of a private engine (single-file constructors): `close` joins it.
+    private: Option<JoinHandle<()>>,
+    /// Holds the file's `flock` ([`Config::lock_file`]); dropped after the engine has
+    /// let go of the file.
     _lock: Option<File>,
 }
 
@@ -115,7 +119,7 @@ pub(crate) struct Inner {
     file: Arc<File>,
     start: AtomicU64,
     end: AtomicU64,
-    waker: Arc<dyn Waker>,
+    waker: FileWaker,
     limits: Limits,
     /// Direct-I/O alignment writes must respect; 1 when buffered.
     align: usize,
@@ -440,6 +444,64 @@ fn extent_chunk(max_write: usize, budget: usize, align: usize) -> usize {
     }
 }
 
+impl Inner {
+    /// The shared part of a new handle on `hub`'s engine; `cfg` is already valid.
+    pub(crate) fn new(file: File, cfg: &Config, hub: &Hub) -> io::Result<Inner> {
+        let file = Arc::new(file);
+        let align = if cfg.direct_io {
+            fileio::dio_alignment(&file).bytes
+        } else {
+            1
+        };
+        let max_write = cfg
+            .max_write_bytes
+            .unwrap_or_else(|| fileio::device_max_write(&file));
+        let max_write = (max_write / align).max(1) * align;
+        let len = fileio::file_len(&file)?;
+        let block = fileio::fs_block_size(&file)?;
+        let barriers = Barriers::new(
+            block,
+            cfg.punch_holes.then_some(block),
+            cfg.preallocate as u64,
+            len,
+        )
+        .direct(cfg.direct_io);
+        let limits = Limits {
+            queue_depth: cfg.queue_depth as usize,
+            max_write_bytes: max_write as u64,
+            // Start write-back once a full-size write is ready (or a quarter of the
+            // budget, if that is smaller): big enough to merge, early enough to overlap.
+            watermark: (max_write as u64).min(cfg.buffer_bytes as u64 / 4).max(1),
+            max_dirty_age: cfg.max_dirty_age,
+            align: align as u64,
+            sync: cfg.sync,
+        };
+        #[allow(unused_mut)] // mutable only with fault injection
+        let mut state = State::new(0, len, hub.kind, barriers);
+        #[cfg(feature = "fault-injection")]
+        if let Some(f) = &cfg.fault_injector {
+            state.sync_submitted = f.mutated(fault::Mutation::SyncSubmitted);
+        }
+        Ok(Inner {
+            state: Mutex::new(state),
+            pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
+            file,
+            start: AtomicU64::new(0),
+            end: AtomicU64::new(len),
+            waker: hub.file_waker(),
+            limits,
+            align,
+            direct: cfg.direct_io,
+            max_io: cfg.max_io_bytes,
+            chunk: extent_chunk(max_write, cfg.buffer_bytes, align),
+            last_end: AtomicU64::new(len),
+            sync: cfg.sync,
+            #[cfg(feature = "fault-injection")]
+            faults: cfg.fault_injector.clone(),
+        })
+    }
+}
+
 impl CommitSink for Inner {
     fn commit(&self, offset: u64, len: usize, buf: AlignedBuf) -> io::Result<()> {
         let buf = self.pool.adopt(buf, len);
@@ -498,124 +560,42 @@ impl WriteBehindFile {
         Ok(h)
     }
 
-    fn start(file: File, cfg: &Config) -> io::Result<Self> {
-        let file = Arc::new(file);
-        let align = if cfg.direct_io {
-            fileio::dio_alignment(&file).bytes
-        } else {
-            1
-        };
-        let max_write = cfg
-            .max_write_bytes
-            .unwrap_or_else(|| fileio::device_max_write(&file));
-        let max_write = (max_write / align).max(1) * align;
-        let len = fileio::file_len(&file)?;
-        let block = fileio::fs_block_size(&file)?;
-        let barriers = Barriers::new(
-            block,
-            cfg.punch_holes.then_some(block),
-            cfg.preallocate as u64,
-            len,
-        )
-        .direct(cfg.direct_io);
-        let limits = Limits {
-            queue_depth: cfg.queue_depth as usize,
-            max_write_bytes: max_write as u64,
-            // Start write-back once a full-size write is ready (or a quarter of the
-            // budget, if that is smaller): big enough to merge, early enough to overlap.
-            watermark: (max_write as u64).min(cfg.buffer_bytes as u64 / 4).max(1),
-            max_dirty_age: cfg.max_dirty_age,
-            align: align as u64,
-            sync: cfg.sync,
-        };
-
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let (inner_tx, inner_rx) = mpsc::sync_channel::<Arc<Inner>>(1);
-        let engine_file = Arc::clone(&file);
-        let engine_cfg = cfg.clone();
-        let submitter = thread::Builder::new()
-            .name("writebehind-submit".into())
-            .spawn(move || {
-                // The engine is built here: an io_uring ring with SINGLE_ISSUER must be
-                // used by the thread that created it.
-                #[cfg(feature = "fault-injection")]
-                let opened = engines::open_engine(
-                    engine_file,
-                    &engine_cfg,
-                    engine_cfg.fault_injector.clone(),
-                );
-                #[cfg(not(feature = "fault-injection"))]
-                let opened = engines::open_engine(engine_file, &engine_cfg);
-                let engine = match opened {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok((engine.waker(), engine.kind())));
-                if let Ok(inner) = inner_rx.recv() {
-                    let run =
-                        std::panic::AssertUnwindSafe(|| submitter::run(Arc::clone(&inner), engine));
-                    if std::panic::catch_unwind(run).is_err() {
-                        // A bug, not an I/O error: still, nobody may wait forever.
-                        inner.lock().fail(libc::EIO);
-                        inner.pool.fail(libc::EIO);
-                    }
-                }
-            })?;
-        let (waker, kind) = match ready_rx.recv() {
-            Ok(Ok(ready)) => ready,
-            Ok(Err(e)) => {
-                let _ = submitter.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = submitter.join();
-                return Err(os_msg(
-                    libc::EIO,
-                    "writebehind: submission thread died at start",
-                ));
-            }
-        };
-        #[allow(unused_mut)] // mutable only with fault injection
-        let mut state = State::new(0, len, kind, barriers);
-        #[cfg(feature = "fault-injection")]
-        if let Some(f) = &cfg.fault_injector {
-            state.sync_submitted = f.mutated(fault::Mutation::SyncSubmitted);
-        }
-        let inner = Arc::new(Inner {
-            state: Mutex::new(state),
-            pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
-            file,
-            start: AtomicU64::new(0),
-            end: AtomicU64::new(len),
-            waker,
-            limits,
-            align,
-            direct: cfg.direct_io,
-            max_io: cfg.max_io_bytes,
-            chunk: extent_chunk(max_write, cfg.buffer_bytes, align),
-            last_end: AtomicU64::new(len),
-            sync: cfg.sync,
+    /// Runs `file` on a private engine of its own (whose thread `close` joins).
+    pub(crate) fn start(file: File, cfg: &Config) -> io::Result<Self> {
+        let (engine, thread) = Engine::spawn(
+            &cfg.engine_config(),
             #[cfg(feature = "fault-injection")]
-            faults: cfg.fault_injector.clone(),
-        });
-        inner_tx
-            .send(Arc::clone(&inner))
-            .map_err(|_| os_msg(libc::EIO, "writebehind: submission thread died at start"))?;
-        Ok(WriteBehindFile {
+            cfg.fault_injector.clone(),
+        )?;
+        let mut f = engine.attach_here(file, cfg)?;
+        f.private = Some(thread);
+        Ok(f)
+    }
+
+    pub(crate) fn new(inner: Arc<Inner>, hub: Arc<Hub>, done: mpsc::Receiver<()>) -> Self {
+        WriteBehindFile {
             inner,
-            submitter: Some(submitter),
+            hub,
+            done: Some(Mutex::new(done)),
+            private: None,
             _lock: None,
-        })
+        }
     }
 
     /// Statistics so far (a copy). It copies the histograms (hundreds of KB) while holding
     /// the lock writers install their blocks under, so it delays them meanwhile: call it
     /// for monitoring, not once per operation.
     pub fn stats(&self) -> Stats {
-        self.inner.lock().stats.clone()
+        let mut stats = self.inner.lock().stats.clone();
+        self.engine_stats(&mut stats);
+        stats
+    }
+
+    /// The engine-wide figures of `stats`.
+    fn engine_stats(&self, stats: &mut Stats) {
+        stats.engine_enters = self.hub.enters.load(Ordering::Relaxed);
+        stats.engine_submits = self.hub.submits.load(Ordering::Relaxed);
+        stats.io_worker_cap = self.hub.io_worker_cap;
     }
 
     /// The engine in use (io_uring, or threads where io_uring is unavailable).
@@ -710,25 +690,34 @@ impl WriteBehindFile {
     }
 
     fn shutdown(&mut self) -> io::Result<Stats> {
-        let Some(submitter) = self.submitter.take() else {
+        let Some(done) = self.done.take() else {
             return Err(os(libc::EBADF));
         };
         self.inner.lock().closing = true;
         self.inner.waker.wake();
-        if submitter.join().is_err() {
-            return Err(os_msg(libc::EIO, "writebehind: submission thread panicked"));
+        // Disconnects once the engine's thread has let go of the file.
+        let _ = done.into_inner().map(|d| d.recv());
+        if let Some(thread) = self.private.take() {
+            if thread.join().is_err() {
+                return Err(os_msg(libc::EIO, "writebehind: submission thread panicked"));
+            }
         }
         let st = self.inner.lock();
         match st.failed {
             Some(code) => Err(os(code)),
-            None => Ok(st.stats.clone()),
+            None => {
+                let mut stats = st.stats.clone();
+                drop(st);
+                self.engine_stats(&mut stats);
+                Ok(stats)
+            }
         }
     }
 }
 
 impl Drop for WriteBehindFile {
     fn drop(&mut self) {
-        if self.submitter.is_some() {
+        if self.done.is_some() {
             if let Err(e) = self.shutdown() {
                 log::error!("writebehind: closing on drop: {e}");
             }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::backend::SizeChange;
 use super::barrier::{Barriers, SizeOp};
-use super::engine::SizeChange;
 use super::index::Index;
 use super::pool::BufRef;
 use crate::config::SyncMode;

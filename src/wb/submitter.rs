@@ -1,81 +1,260 @@
-//! The submission thread: the only user of the engine (and so of the ring).
+//! The submission thread of an [`Engine`](super::Engine): the only user of its I/O
+//! engine (and so of the ring), serving every file on its roster.
 //!
-//! Each pass, under the state lock: apply the completions collected last time, ask the
-//! planner what to send, and push it to the engine (pushing only fills SQEs or a queue).
-//! Then, outside the lock, submit and wait for completions, a wake-up or the dirty-age
-//! timer.
+//! Each pass, for each file in turn under that file's state lock: apply the completions
+//! collected last time, ask the file's planner what to send, and push it to the I/O
+//! engine (pushing only fills SQEs or a queue). Then, outside every lock, submit what all
+//! files pushed in one call and wait for completions, a wake-up or the earliest timer of
+//! any file. A request's `user_data` is its file's slot on the roster (high 32 bits) and
+//! the op's key in that file's state (low 32 bits).
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use super::engine::{Completion, Engine};
+use super::backend::{Completion, IoEngine, Target};
+use super::engine::Hub;
 use super::state::{Op, Push, State};
 use super::Inner;
+use std::os::fd::AsRawFd;
 
 /// After this many consecutive engine failures the thread gives up (see `run`).
 const MAX_ENGINE_ERRORS: u32 = 3;
 
-pub(crate) fn run(inner: Arc<Inner>, mut engine: Box<dyn Engine>) {
+/// A file on the roster.
+struct Slot {
+    inner: Arc<Inner>,
+    /// Dropped when the file leaves the roster: its `close` returns then.
+    _done: mpsc::Sender<()>,
+    /// Writers waiting for buffer space have been told of the file's failure.
+    pool_failed: bool,
+    /// The file's `last_seq` at the previous pass (see the age clock in `pass`).
+    seen_seq: u64,
+    /// When the file must be visited again without being woken (its timer).
+    deadline: Option<Instant>,
+}
+
+/// The roster: files by slot; a slot is reused only once its file left, which it does
+/// only with nothing in flight, so a completion always finds the file that sent it.
+#[derive(Default)]
+struct Roster {
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+}
+
+impl Roster {
+    fn add(&mut self, inner: Arc<Inner>, done: mpsc::Sender<()>) {
+        let seen_seq = inner.lock().last_seq;
+        let slot = Slot {
+            inner,
+            _done: done,
+            pool_failed: false,
+            seen_seq,
+            deadline: None,
+        };
+        match self.free.pop() {
+            Some(i) => self.slots[i] = Some(slot),
+            None => self.slots.push(Some(slot)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.free.len() == self.slots.len()
+    }
+}
+
+/// The user_data of op `key` of the file in `slot`.
+fn user_data(slot: usize, key: usize) -> u64 {
+    debug_assert!(key < 1 << 32 && slot < 1 << 31, "slot {slot} op {key}");
+    ((slot as u64) << 32) | key as u64
+}
+
+pub(crate) fn run(hub: Arc<Hub>, mut io: Box<dyn IoEngine>) {
+    let mut roster = Roster::default();
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve(&hub, &mut *io, &mut roster)
+    }));
+    let (code, leak) = match served {
+        Ok(None) => (None, false),
+        Ok(Some(code)) => (Some(code), true),
+        // A bug, not an I/O error: still, nobody may wait forever.
+        Err(_) => (Some(libc::EIO), false),
+    };
+    let arrived = {
+        let mut r = hub.roster();
+        r.stopped = Some(code.unwrap_or(libc::EBADF));
+        std::mem::take(&mut r.arriving)
+    };
+    for a in arrived {
+        roster.add(a.inner, a.done);
+    }
+    if !leak {
+        // Lets the kernel finish whatever is in flight before buffers are freed.
+        drop(io);
+    }
+    for slot in roster.slots.into_iter().flatten() {
+        let inner = slot.inner;
+        if let Some(code) = code {
+            let mut st = inner.lock();
+            st.fail(code);
+            if leak {
+                // The engine cannot report completions any more, so the kernel may
+                // still be reading buffers of in-flight writes, or using the file's
+                // descriptor: never free them.
+                st.leak_in_flight();
+                std::mem::forget(Arc::clone(&inner));
+            }
+        }
+        inner.pool.fail(code.unwrap_or(libc::EBADF));
+    }
+}
+
+/// Runs passes until the engine is dropped and its last file has left (`None`), or the
+/// I/O engine failed for good (`Some(errno)`).
+fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
     let mut completions: Vec<Completion> = Vec::new();
     let mut pushes: Vec<Push> = Vec::new();
     let mut engine_errors = 0;
-    let mut pool_failed = false;
-    let mut seen_seq = 0;
     loop {
-        let timeout = {
-            let mut st = inner.lock();
-            let now = Instant::now();
-            st.sleeping = false;
-            for c in completions.drain(..) {
-                st.complete(c.user_data as usize, c.result, &inner.limits, now);
+        {
+            let mut r = hub.roster();
+            for a in r.arriving.drain(..) {
+                roster.add(a.inner, a.done);
             }
-            st.plan(&inner.limits, now, inner.pool.waiting() > 0, &mut pushes);
-            for p in pushes.drain(..) {
-                push(&mut *engine, &mut st, p, &inner, now);
+            if roster.is_empty() && r.engine_gone {
+                r.stopped = Some(libc::EBADF);
+                return None;
             }
-            if let (Some(code), false) = (st.failed, pool_failed) {
-                // Writers waiting for space would wait for a flush that will not come.
-                inner.pool.fail(code);
-                pool_failed = true;
+        }
+        // Stable: a file's completions keep their order (a write before its linked sync).
+        completions.sort_by_key(|c| c.user_data >> 32);
+        let mut next = 0;
+        let mut timeout: Option<Duration> = None;
+        let now = Instant::now();
+        let mut left = false;
+        for (id, entry) in roster.slots.iter_mut().enumerate() {
+            let Some(slot) = entry else { continue };
+            let start = next;
+            while next < completions.len() && (completions[next].user_data >> 32) as usize == id {
+                next += 1;
             }
-            if st.finished() {
-                break;
+            let mine = &completions[start..next];
+            let due = slot.deadline.is_some_and(|d| d <= now);
+            // Only files with something to do: woken, completions, or a timer due.
+            if slot.inner.waker.take() || !mine.is_empty() || due {
+                match pass(slot, id, mine, io, &mut pushes, now) {
+                    After::Left => {
+                        *entry = None;
+                        roster.free.push(id);
+                        left = true;
+                        continue;
+                    }
+                    After::Wait(t) => slot.deadline = t.map(|t| now + t),
+                }
             }
-            st.sleeping = st.idle();
-            let mut timeout = st.timeout(&inner.limits, now);
-            // While writes keep coming, come back at least every dirty age: then a write
-            // that finds no dirty data need not wake us to start the age clock (a
-            // syscall and a thread switch per commit). Once a whole period passes with
-            // no new write, sleep without a timer.
-            let age = inner.limits.max_dirty_age;
-            if std::mem::replace(&mut seen_seq, st.last_seq) != st.last_seq {
-                timeout = Some(timeout.map_or(age, |t| t.min(age)));
+            if let Some(d) = slot.deadline {
+                let t = d.saturating_duration_since(now);
+                timeout = Some(timeout.map_or(t, |u| u.min(t)));
             }
-            st.timed_sleep = timeout.is_some_and(|t| t <= age);
-            timeout
-        };
-        match engine.wait(timeout, &mut completions) {
+        }
+        debug_assert_eq!(next, completions.len(), "completions of unknown files");
+        completions.clear();
+        if left && roster.is_empty() {
+            // Maybe the last file of a dropped engine: check before sleeping.
+            continue;
+        }
+        match io.wait(timeout, &mut completions) {
             Ok(()) => engine_errors = 0,
             Err(e) => {
-                let mut st = inner.lock();
-                st.fail(e.raw_os_error().unwrap_or(libc::EIO));
+                let code = e.raw_os_error().unwrap_or(libc::EIO);
+                for slot in roster.slots.iter().flatten() {
+                    slot.inner.lock().fail(code);
+                    slot.inner.waker.mark();
+                }
                 engine_errors += 1;
                 if engine_errors >= MAX_ENGINE_ERRORS {
-                    // The engine cannot report completions any more, so the kernel may
-                    // still be reading buffers of in-flight writes: never free them.
                     log::error!("writebehind: I/O engine failed ({e}); stopping write-back");
-                    st.leak_in_flight();
-                    break;
+                    return Some(code);
                 }
             }
         }
+        let enters = io.enters();
+        hub.enters.store(enters.all, Relaxed);
+        hub.submits.store(enters.submitting, Relaxed);
     }
-    inner.pool.fail(libc::EBADF);
 }
 
-/// Hands one planned request to the engine. A request the engine refuses completes at
-/// once with its error, so the state machine never waits for it.
-fn push(engine: &mut dyn Engine, st: &mut State, p: Push, inner: &Inner, now: Instant) {
+/// What a file needs after its part of a pass.
+enum After {
+    /// Closed and written back: it leaves the roster.
+    Left,
+    /// Come back within this long (`None`: when woken or a completion arrives).
+    Wait(Option<Duration>),
+}
+
+/// One file's part of a pass: apply `mine` (its completions), plan, push.
+fn pass(
+    slot: &mut Slot,
+    id: usize,
+    mine: &[Completion],
+    io: &mut dyn IoEngine,
+    pushes: &mut Vec<Push>,
+    now: Instant,
+) -> After {
+    let inner = &*slot.inner;
+    let mut st = inner.lock();
+    st.sleeping = false;
+    for c in mine {
+        st.complete(
+            (c.user_data & 0xffff_ffff) as usize,
+            c.result,
+            &inner.limits,
+            now,
+        );
+    }
+    st.plan(&inner.limits, now, inner.pool.waiting() > 0, pushes);
+    let target = Target {
+        fd: inner.file.as_raw_fd(),
+        sync: inner.limits.sync,
+    };
+    for p in pushes.drain(..) {
+        push(io, &mut st, p, id, target, inner, now);
+    }
+    if let (Some(code), false) = (st.failed, slot.pool_failed) {
+        // Writers waiting for space would wait for a flush that will not come.
+        inner.pool.fail(code);
+        slot.pool_failed = true;
+    }
+    if st.finished() {
+        drop(st);
+        inner.pool.fail(libc::EBADF);
+        return After::Left;
+    }
+    st.sleeping = st.idle();
+    let mut timeout = st.timeout(&inner.limits, now);
+    // While writes keep coming, come back at least every dirty age: then a write that
+    // finds no dirty data need not wake us to start the age clock (a syscall and a
+    // thread switch per commit). Once a whole period passes with no new write, sleep
+    // without a timer.
+    let age = inner.limits.max_dirty_age;
+    if std::mem::replace(&mut slot.seen_seq, st.last_seq) != st.last_seq {
+        timeout = Some(timeout.map_or(age, |t| t.min(age)));
+    }
+    st.timed_sleep = timeout.is_some_and(|t| t <= age);
+    After::Wait(timeout)
+}
+
+/// Hands one planned request to the I/O engine. A request the engine refuses completes
+/// at once with its error, so the state machine never waits for it.
+fn push(
+    io: &mut dyn IoEngine,
+    st: &mut State,
+    p: Push,
+    id: usize,
+    target: Target,
+    inner: &Inner,
+    now: Instant,
+) {
     let result = match p {
         Push::Write { op, linked_sync } => {
             let Op::Write(w) = st.op(op) else {
@@ -86,27 +265,28 @@ fn push(engine: &mut dyn Engine, st: &mut State, p: Push, inner: &Inner, now: In
             // below each buffer's filled length, which are never written while shared (an
             // extent grows only past it, and never while in flight: `pool.rs`); the op,
             // its iovec array and the buffers stay in the state until this request's
-            // completion has been applied.
+            // completion has been applied; the file stays open (its slot holds it) until
+            // then too.
             unsafe {
-                engine.push_write(
-                    op as u64,
+                io.push_write(
+                    user_data(id, op),
+                    target,
                     w.next_offset(),
                     iov.as_ptr(),
                     iov.len() as u32,
-                    linked_sync.map(|s| s as u64),
+                    linked_sync.map(|s| user_data(id, s)),
                 )
             }
             .map_err(|e| (op, linked_sync, e))
         }
-        Push::Sync { op } => engine
-            .push_sync(op as u64, st.sync_mode(op))
+        Push::Sync { op } => io
+            .push_sync(user_data(id, op), target.fd, st.sync_mode(op))
             .map_err(|e| (op, None, e)),
         Push::Size { op } => {
             let Op::Size(s) = st.op(op) else {
                 unreachable!("size push names a size op")
             };
-            engine
-                .push_size(op as u64, s.change)
+            io.push_size(user_data(id, op), target.fd, s.change)
                 .map_err(|e| (op, None, e))
         }
     };

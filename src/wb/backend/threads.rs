@@ -1,18 +1,17 @@
-//! The thread engine: the [`Engine`] contract on plain syscalls, for where io_uring is
+//! The thread engine: the [`IoEngine`] contract on plain syscalls, for where io_uring is
 //! unavailable. Worker threads take requests from a shared queue and run `pwritev`,
 //! `fdatasync` or `fsync`; results are reported exactly like io_uring CQEs (bytes written,
 //! 0, or `-errno`), short writes included: the core resubmits the rest.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::engine::{Completion, Engine, SizeChange, Waker, RESERVED_USER_DATA};
+use super::{Completion, IoEngine, SizeChange, Target, Waker, RESERVED_USER_DATA};
 use crate::config::SyncMode;
 use crate::error::os_msg;
 use crate::stats::BackendKind;
@@ -28,33 +27,32 @@ struct Iovecs {
 // after the worker that uses the pointers has finished with them. The worker only reads.
 unsafe impl Send for Iovecs {}
 
-enum Op {
+enum Request {
     Write {
+        target: Target,
         offset: u64,
         iov: Iovecs,
         linked_sync: Option<u64>,
     },
-    Sync(SyncMode),
-    Size(SizeChange),
+    Sync(RawFd, SyncMode),
+    Size(RawFd, SizeChange),
 }
 
-struct Request {
+struct Tagged {
     user_data: u64,
-    op: Op,
+    request: Request,
 }
 
 #[derive(Default)]
-struct State {
-    requests: VecDeque<Request>,
+struct Queue {
+    requests: VecDeque<Tagged>,
     completions: Vec<Completion>,
     woken: bool,
     shutdown: bool,
 }
 
 struct Shared {
-    file: Arc<File>,
-    sync: SyncMode,
-    state: Mutex<State>,
+    state: Mutex<Queue>,
     /// Workers wait here for requests.
     work: Condvar,
     /// The submission thread waits here for completions or a wake-up.
@@ -64,7 +62,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         // Nothing panics while holding the lock; recover the state if something did.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -77,14 +75,15 @@ impl Shared {
     }
 
     /// Runs one request to completion, posting its completion(s).
-    fn execute(&self, req: Request) {
-        match req.op {
-            Op::Sync(mode) => self.complete(req.user_data, sync_fd(self.file.as_raw_fd(), mode)),
-            Op::Size(change) => {
-                let res = change.run_blocking(self.file.as_raw_fd());
+    fn execute(&self, req: Tagged) {
+        match req.request {
+            Request::Sync(fd, mode) => self.complete(req.user_data, sync_fd(fd, mode)),
+            Request::Size(fd, change) => {
+                let res = change.run_blocking(fd);
                 self.complete(req.user_data, res);
             }
-            Op::Write {
+            Request::Write {
+                target,
                 offset,
                 iov,
                 linked_sync,
@@ -93,12 +92,12 @@ impl Shared {
                 // `count` elements until this request's completion is posted below.
                 let iovs = unsafe { std::slice::from_raw_parts(iov.ptr, iov.count as usize) };
                 let full: usize = iovs.iter().map(|v| v.iov_len).sum();
-                let res = pwritev(self.file.as_raw_fd(), &iov, offset);
+                let res = pwritev(target.fd, &iov, offset);
                 self.complete(req.user_data, res);
                 if let Some(sync_ud) = linked_sync {
                     // Like an IO_LINK chain: the sync runs only after a complete write.
                     let sync_res = if res >= 0 && res as usize == full {
-                        self.sync_now()
+                        sync_fd(target.fd, target.sync)
                     } else {
                         -libc::ECANCELED
                     };
@@ -106,10 +105,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    fn sync_now(&self) -> i32 {
-        sync_fd(self.file.as_raw_fd(), self.sync)
     }
 }
 
@@ -201,17 +196,17 @@ impl Waker for ThreadsWaker {
     }
 }
 
-/// The [`Engine`] on worker threads running `pwritev` and `fdatasync`/`fsync`.
+/// The [`IoEngine`] on worker threads running `pwritev` and `fdatasync`/`fsync`.
 pub(crate) struct ThreadsEngine {
     shared: Arc<Shared>,
     /// Pushed requests, handed to the workers by the next `wait`.
-    staged: Vec<Request>,
+    staged: Vec<Tagged>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl ThreadsEngine {
-    /// Starts `workers` threads (at least 1) writing to `file`.
-    pub(crate) fn new(file: Arc<File>, sync: SyncMode, workers: usize) -> io::Result<Self> {
+    /// Starts `workers` threads (at least 1).
+    pub(crate) fn new(workers: usize) -> io::Result<Self> {
         if workers == 0 || workers > 1024 {
             return Err(os_msg(
                 libc::EINVAL,
@@ -219,9 +214,7 @@ impl ThreadsEngine {
             ));
         }
         let shared = Arc::new(Shared {
-            file,
-            sync,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Queue::default()),
             work: Condvar::new(),
             done: Condvar::new(),
             wake_pending: AtomicBool::new(false),
@@ -241,16 +234,16 @@ impl ThreadsEngine {
         Ok(engine)
     }
 
-    fn stage(&mut self, user_data: u64, op: Op) -> io::Result<()> {
+    fn stage(&mut self, user_data: u64, request: Request) -> io::Result<()> {
         if user_data == RESERVED_USER_DATA {
             return Err(os_msg(libc::EINVAL, "user_data u64::MAX is reserved"));
         }
-        self.staged.push(Request { user_data, op });
+        self.staged.push(Tagged { user_data, request });
         Ok(())
     }
 }
 
-impl Engine for ThreadsEngine {
+impl IoEngine for ThreadsEngine {
     fn kind(&self) -> BackendKind {
         BackendKind::Threads
     }
@@ -262,6 +255,7 @@ impl Engine for ThreadsEngine {
     unsafe fn push_write(
         &mut self,
         user_data: u64,
+        target: Target,
         offset: u64,
         iov: *const libc::iovec,
         iovcnt: u32,
@@ -276,7 +270,8 @@ impl Engine for ThreadsEngine {
         };
         self.stage(
             user_data,
-            Op::Write {
+            Request::Write {
+                target,
                 offset,
                 iov,
                 linked_sync,
@@ -284,12 +279,12 @@ impl Engine for ThreadsEngine {
         )
     }
 
-    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()> {
-        self.stage(user_data, Op::Sync(mode))
+    fn push_sync(&mut self, user_data: u64, fd: RawFd, mode: SyncMode) -> io::Result<()> {
+        self.stage(user_data, Request::Sync(fd, mode))
     }
 
-    fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()> {
-        self.stage(user_data, Op::Size(change))
+    fn push_size(&mut self, user_data: u64, fd: RawFd, change: SizeChange) -> io::Result<()> {
+        self.stage(user_data, Request::Size(fd, change))
     }
 
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
@@ -357,11 +352,12 @@ impl Drop for ThreadsEngine {
 
 #[cfg(test)]
 mod tests {
-    use super::super::engines::conformance as check;
+    use super::super::open::conformance as check;
     use super::*;
+    use std::fs::File;
 
-    fn make(workers: usize) -> impl Fn(Arc<File>) -> Box<dyn Engine> {
-        move |file| Box::new(ThreadsEngine::new(file, SyncMode::Data, workers).unwrap())
+    fn make(workers: usize) -> impl Fn(Arc<File>) -> check::OnFile {
+        move |file| check::OnFile::new(Box::new(ThreadsEngine::new(workers).unwrap()), file)
     }
 
     #[test]
@@ -410,13 +406,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = check::file_in(dir.path(), false);
         for bad in [0, 1025] {
-            let e = ThreadsEngine::new(file.clone(), SyncMode::All, bad)
-                .err()
-                .unwrap();
+            let e = ThreadsEngine::new(bad).err().unwrap();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         }
-        let mut engine = ThreadsEngine::new(file, SyncMode::All, 3).unwrap();
-        assert_eq!(engine.workers.len(), 3);
+        let threads = ThreadsEngine::new(3).unwrap();
+        assert_eq!(threads.workers.len(), 3);
+        let mut engine = check::OnFile::new(Box::new(threads), file);
         assert_eq!(engine.kind(), BackendKind::Threads);
         engine.push_sync(9, SyncMode::Data).unwrap();
         let mut out = Vec::new();
@@ -438,7 +433,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ro"), b"x").unwrap();
         let file = Arc::new(File::open(dir.path().join("ro")).unwrap());
-        let mut engine = ThreadsEngine::new(file, SyncMode::Data, 1).unwrap();
+        let mut engine = check::OnFile::new(Box::new(ThreadsEngine::new(1).unwrap()), file);
         let data = [0u8; 16];
         let iov = libc::iovec {
             iov_base: data.as_ptr() as *mut _,

@@ -10,7 +10,6 @@
 //! target is heap memory owned by the engine and outlives the armed read (see `Drop`).
 
 use std::cell::UnsafeCell;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +20,13 @@ use io_uring::squeue::Flags;
 use io_uring::types::{FsyncFlags, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
-use super::engine::{Completion, Engine, SizeChange, Waker, RESERVED_USER_DATA, ZEROS, ZEROS_LEN};
+use super::{
+    Completion, Enters, IoEngine, SizeChange, Target, Waker, RESERVED_USER_DATA, ZEROS, ZEROS_LEN,
+};
 use crate::config::SyncMode;
 use crate::error::{os, os_msg};
 use crate::stats::BackendKind;
+use std::os::fd::RawFd;
 
 /// The ring-setup flags the kernel accepted, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,12 +87,9 @@ impl Waker for EventFdWaker {
     }
 }
 
-/// The [`Engine`] on io_uring. See the module docs.
+/// The [`IoEngine`] on io_uring. See the module docs.
 pub(crate) struct UringEngine {
     ring: IoUring,
-    /// Keeps the descriptor open while SQEs refer to it.
-    file: Arc<File>,
-    sync: SyncMode,
     setup: RingSetup,
     waker: Arc<EventFdWaker>,
     /// Target of the armed eventfd read. Boxed for a stable address; the kernel writes it
@@ -112,6 +111,12 @@ pub(crate) struct UringEngine {
     /// them a size change runs as a blocking syscall on the submission thread.
     has_ftruncate: bool,
     has_fallocate: bool,
+    /// The io-wq worker cap registered with the kernel (0: none could be set).
+    io_worker_cap: u32,
+    /// `io_uring_enter` calls so far.
+    enters: Enters,
+    /// User requests were pushed since the last enter.
+    pushed: bool,
 }
 
 impl UringEngine {
@@ -124,7 +129,11 @@ impl UringEngine {
     /// **Call this on the submission thread, and use and drop the engine there only.**
     /// With `SINGLE_ISSUER` (no `R_DISABLED`) the kernel binds the ring to the task that
     /// creates it; submitting or waiting from any other thread fails with `EEXIST`.
-    pub(crate) fn new(file: Arc<File>, sync: SyncMode, entries: u32) -> io::Result<Self> {
+    ///
+    /// `io_workers` caps io-wq (`IORING_REGISTER_IOWQ_MAX_WORKERS`, bounded and unbounded
+    /// each); a kernel without that call (before 5.15) keeps its own limits, and
+    /// [`io_worker_cap`](Self::io_worker_cap) then reports 0.
+    pub(crate) fn new(entries: u32, io_workers: u32) -> io::Result<Self> {
         if entries == 0 {
             return Err(os_msg(
                 libc::EINVAL,
@@ -140,8 +149,6 @@ impl UringEngine {
         }
         let mut engine = UringEngine {
             ring,
-            file,
-            sync,
             setup,
             waker: Arc::new(EventFdWaker::new()?),
             wake_buf: Box::new(UnsafeCell::new(0)),
@@ -153,7 +160,19 @@ impl UringEngine {
             cq_overflows: 0,
             has_ftruncate: false,
             has_fallocate: false,
+            io_worker_cap: 0,
+            enters: Enters::default(),
+            pushed: false,
         };
+        let mut max = [io_workers, io_workers];
+        if engine
+            .ring
+            .submitter()
+            .register_iowq_max_workers(&mut max)
+            .is_ok()
+        {
+            engine.io_worker_cap = io_workers;
+        }
         let mut probe = Probe::new();
         if engine.ring.submitter().register_probe(&mut probe).is_ok() {
             engine.has_ftruncate = probe.is_supported(opcode::Ftruncate::CODE);
@@ -175,16 +194,12 @@ impl UringEngine {
         self.cq_overflows
     }
 
-    fn fd(&self) -> types::Fd {
-        types::Fd(self.file.as_raw_fd())
-    }
-
-    fn sync_entry(&self, user_data: u64, mode: SyncMode) -> squeue::Entry {
+    fn sync_entry(fd: RawFd, user_data: u64, mode: SyncMode) -> squeue::Entry {
         let flags = match mode {
             SyncMode::Data => FsyncFlags::DATASYNC,
             SyncMode::All => FsyncFlags::empty(),
         };
-        opcode::Fsync::new(self.fd())
+        opcode::Fsync::new(types::Fd(fd))
             .flags(flags)
             .build()
             .user_data(user_data)
@@ -226,6 +241,9 @@ impl UringEngine {
     /// flushes overflowed CQEs, without blocking.
     fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<usize> {
         let (_, unsubmitted) = self.sq_state();
+        self.enters.all += 1;
+        // Counts the enters that submit user requests (not only the wake-up read).
+        self.enters.submitting += u64::from(std::mem::take(&mut self.pushed));
         let submitter = self.ring.submitter();
         match (want, timeout) {
             (0, _) => {
@@ -244,6 +262,7 @@ impl UringEngine {
 
     /// Waits for one CQE without submitting (for when submission itself is refused).
     fn wait_without_submit(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        self.enters.all += 1;
         let ts = Timespec::from(timeout.unwrap_or_default());
         let args = SubmitArgs::new().timespec(&ts);
         let mut flags = io_uring::EnterFlags::GETEVENTS;
@@ -406,9 +425,17 @@ impl std::fmt::Debug for UringEngine {
     }
 }
 
-impl Engine for UringEngine {
+impl IoEngine for UringEngine {
     fn kind(&self) -> BackendKind {
         BackendKind::IoUring
+    }
+
+    fn io_worker_cap(&self) -> u32 {
+        self.io_worker_cap
+    }
+
+    fn enters(&self) -> Enters {
+        self.enters
     }
 
     fn waker(&self) -> Arc<dyn Waker> {
@@ -418,6 +445,7 @@ impl Engine for UringEngine {
     unsafe fn push_write(
         &mut self,
         user_data: u64,
+        target: Target,
         offset: u64,
         iov: *const libc::iovec,
         iovcnt: u32,
@@ -429,21 +457,21 @@ impl Engine for UringEngine {
         let needed = 1 + linked_sync.is_some() as usize;
         // Both SQEs of a chain must go in the same submission: a link does not span them.
         self.make_room(needed)?;
-        let write = opcode::Writev::new(self.fd(), iov, iovcnt)
+        let write = opcode::Writev::new(types::Fd(target.fd), iov, iovcnt)
             .offset(offset)
             .build()
             .user_data(user_data);
         let pushed = match linked_sync {
             None => {
                 // SAFETY: the caller guarantees the iovecs and their buffers stay valid
-                // until this write's completion is returned; the fd stays open (self.file)
+                // until this write's completion is returned; the core keeps the fd open until this completes
                 // and Drop waits for every in-flight request.
                 unsafe { self.ring.submission().push(&write) }
             }
             Some(sync_ud) => {
                 let chain = [
                     write.flags(Flags::IO_LINK),
-                    self.sync_entry(sync_ud, self.sync),
+                    Self::sync_entry(target.fd, sync_ud, target.sync),
                 ];
                 // SAFETY: as above; the fsync references no memory.
                 unsafe { self.ring.submission().push_multiple(&chain) }
@@ -451,54 +479,57 @@ impl Engine for UringEngine {
         };
         pushed.map_err(|_| os(libc::EBUSY))?;
         self.in_flight += needed;
+        self.pushed = true;
         Ok(())
     }
 
-    fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> io::Result<()> {
+    fn push_sync(&mut self, user_data: u64, fd: RawFd, mode: SyncMode) -> io::Result<()> {
         if user_data == RESERVED_USER_DATA {
             return Err(os_msg(libc::EINVAL, "user_data u64::MAX is reserved"));
         }
         self.make_room(1)?;
-        let entry = self.sync_entry(user_data, mode);
-        // SAFETY: an fsync references no memory; the fd stays open (self.file).
+        let entry = Self::sync_entry(fd, user_data, mode);
+        // SAFETY: an fsync references no memory; the core keeps the fd open until this completes.
         unsafe { self.ring.submission().push(&entry) }.map_err(|_| os(libc::EBUSY))?;
         self.in_flight += 1;
+        self.pushed = true;
         Ok(())
     }
 
-    fn push_size(&mut self, user_data: u64, change: SizeChange) -> io::Result<()> {
+    fn push_size(&mut self, user_data: u64, fd: RawFd, change: SizeChange) -> io::Result<()> {
         if user_data == RESERVED_USER_DATA {
             return Err(os_msg(libc::EINVAL, "user_data u64::MAX is reserved"));
         }
         let entry = match change {
             SizeChange::Truncate(len) if self.has_ftruncate => {
-                opcode::Ftruncate::new(self.fd(), len).build()
+                opcode::Ftruncate::new(types::Fd(fd), len).build()
             }
             SizeChange::ZeroFill { offset, len } => {
                 let len = (len as usize).min(ZEROS_LEN) as u32;
-                opcode::Write::new(self.fd(), ZEROS.0.as_ptr(), len)
+                opcode::Write::new(types::Fd(fd), ZEROS.0.as_ptr(), len)
                     .offset(offset)
                     .build()
             }
             SizeChange::Punch { offset, len } if self.has_fallocate => {
-                opcode::Fallocate::new(self.fd(), len)
+                opcode::Fallocate::new(types::Fd(fd), len)
                     .offset(offset)
                     .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
                     .build()
             }
             _ => {
                 // An older kernel: run it here; `wait` returns the completion.
-                let result = change.run_blocking(self.file.as_raw_fd());
+                let result = change.run_blocking(fd);
                 self.pending.push(Completion { user_data, result });
                 return Ok(());
             }
         };
         self.make_room(1)?;
         // SAFETY: ftruncate and fallocate reference no memory, a zero fill only the static
-        // (never written) ZEROS; the fd stays open (self.file).
+        // (never written) ZEROS; the core keeps the fd open until this completes.
         unsafe { self.ring.submission().push(&entry.user_data(user_data)) }
             .map_err(|_| os(libc::EBUSY))?;
         self.in_flight += 1;
+        self.pushed = true;
         Ok(())
     }
 
@@ -653,13 +684,14 @@ pub(crate) fn probe() -> Result<(), ProbeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::engines::conformance as check;
+    use super::super::open::conformance as check;
     use super::*;
     use crate::wb::ring_check::ring_available;
     use std::collections::HashMap;
+    use std::fs::File;
 
-    fn make(entries: u32) -> impl Fn(Arc<File>) -> Box<dyn Engine> {
-        move |file| Box::new(UringEngine::new(file, SyncMode::Data, entries).unwrap())
+    fn make(entries: u32) -> impl Fn(Arc<File>) -> check::OnFile {
+        move |file| check::OnFile::new(Box::new(UringEngine::new(entries, 4).unwrap()), file)
     }
 
     #[test]
@@ -678,14 +710,14 @@ mod tests {
     #[test]
     fn size_changes_without_the_opcodes_run_as_syscalls() {
         check::size_changes_land(&|file| {
-            let mut e = UringEngine::new(file, SyncMode::Data, 8).unwrap();
+            let mut e = UringEngine::new(8, 4).unwrap();
             assert!(
                 e.has_ftruncate && e.has_fallocate,
                 "this kernel (6.9+) has both"
             );
             e.has_ftruncate = false;
             e.has_fallocate = false;
-            Box::new(e)
+            check::OnFile::new(Box::new(e), file)
         });
     }
 
@@ -745,19 +777,16 @@ mod tests {
         }
         // SINGLE_ISSUER|DEFER_TASKRUN is accepted on the kernels CI runs (6.1 and later;
         // README.md lists what each ring feature needs).
-        let dir = tempfile::tempdir().unwrap();
-        let engine = UringEngine::new(check::file_in(dir.path(), false), SyncMode::All, 16);
-        let engine = engine.unwrap();
+        let engine = UringEngine::new(16, 3).unwrap();
+        // Linux 5.15 and later take an io-wq cap.
+        assert_eq!(engine.io_worker_cap(), 3);
         assert_eq!(engine.setup(), RingSetup::SingleIssuerDeferTaskrun);
         let debug = format!("{engine:?}");
         assert!(debug.contains("SingleIssuerDeferTaskrun") && debug.contains("in_flight: 0"));
         assert!(engine.ring.params().cq_entries() >= 32);
         assert!(probe().is_ok(), "{:?}", probe());
         assert_eq!(
-            UringEngine::new(check::file_in(dir.path(), false), SyncMode::All, 0)
-                .err()
-                .unwrap()
-                .kind(),
+            UringEngine::new(0, 4).err().unwrap().kind(),
             io::ErrorKind::InvalidInput
         );
     }
@@ -769,17 +798,19 @@ mod tests {
         }
         // Why the engine must be created, used and dropped on the submission thread.
         let dir = tempfile::tempdir().unwrap();
-        let mut engine =
-            UringEngine::new(check::file_in(dir.path(), false), SyncMode::Data, 8).unwrap();
+        let file = check::file_in(dir.path(), false);
+        let mut engine = UringEngine::new(8, 4).unwrap();
         let mut out = Vec::new();
         engine
             .wait(Some(Duration::from_millis(1)), &mut out)
             .unwrap();
         let engine = std::thread::spawn(move || {
-            let r = engine.push_sync(1, SyncMode::Data).and_then(|()| {
-                let mut out = Vec::new();
-                engine.wait(Some(Duration::from_millis(1)), &mut out)
-            });
+            let r = engine
+                .push_sync(1, file.as_raw_fd(), SyncMode::Data)
+                .and_then(|()| {
+                    let mut out = Vec::new();
+                    engine.wait(Some(Duration::from_millis(1)), &mut out)
+                });
             assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EEXIST));
             engine
         })
@@ -793,9 +824,7 @@ mod tests {
         if !ring_available("overflowed_completions_are_kept_and_delivered_once") {
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let mut engine =
-            UringEngine::new(check::file_in(dir.path(), false), SyncMode::Data, 8).unwrap();
+        let mut engine = UringEngine::new(8, 4).unwrap();
         let cq = engine.ring.params().cq_entries() as u64;
         // Submit 4x the CQ size of NOPs without reaping, bypassing make_room's reaping.
         let total = cq * 4;

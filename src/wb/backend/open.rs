@@ -1,16 +1,14 @@
-//! Choosing and building the [`Engine`] for a handle from its [`Config`].
+//! Choosing and building the [`IoEngine`] of an engine from its [`EngineConfig`].
 
-use std::fs::File;
 use std::io;
-use std::sync::Arc;
 
-use super::engine::Engine;
-#[cfg(feature = "fault-injection")]
-use super::fault::{FaultInjector, FaultyEngine};
 use super::threads::ThreadsEngine;
 use super::uring::{probe, ProbeError, UringEngine};
-use crate::config::{Backend, Config};
+use super::IoEngine;
+use crate::config::{Backend, EngineConfig};
 use crate::error::{errno, os_msg};
+#[cfg(feature = "fault-injection")]
+use crate::wb::fault::{FaultInjector, FaultyEngine};
 
 /// Builds the engine `cfg.backend` asks for:
 /// - [`Backend::IoUring`]: the io_uring engine, or its setup error;
@@ -25,20 +23,19 @@ use crate::error::{errno, os_msg};
 /// **Call this on the submission thread**: the io_uring engine binds its ring to the
 /// thread that creates it (`SINGLE_ISSUER`) and must be used and dropped there.
 pub(crate) fn open_engine(
-    file: Arc<File>,
-    cfg: &Config,
+    cfg: &EngineConfig,
     #[cfg(feature = "fault-injection")] injector: Option<FaultInjector>,
-) -> io::Result<Box<dyn Engine>> {
+) -> io::Result<Box<dyn IoEngine>> {
     let engine = match cfg.backend {
-        Backend::IoUring => uring(file, cfg)?,
-        Backend::Threads => threads(file, cfg)?,
-        Backend::Auto => match probe().map(|()| uring(file.clone(), cfg)) {
+        Backend::IoUring => uring(cfg)?,
+        Backend::Threads => threads(cfg)?,
+        Backend::Auto => match probe().map(|()| uring(cfg)) {
             Ok(Ok(engine)) => engine,
             Ok(Err(e)) if !unavailable(&e) => return Err(e),
             // The probe passed but this ring was refused as unavailable (e.g. a seccomp
             // filter installed after an earlier probe in a forked child): fall back too.
-            Ok(Err(e)) => fall_back(file, cfg, &e.to_string())?,
-            Err(ProbeError::Unavailable(reason)) => fall_back(file, cfg, &reason)?,
+            Ok(Err(e)) => fall_back(cfg, &e.to_string())?,
+            Err(ProbeError::Unavailable(reason)) => fall_back(cfg, &reason)?,
             Err(ProbeError::Failed(e)) => {
                 let code = errno(&e).unwrap_or(libc::EIO);
                 return Err(os_msg(code, format!("io_uring probe failed: {e}")));
@@ -55,12 +52,12 @@ pub(crate) fn open_engine(
 
 /// Worker threads for the thread engine: as many as writes may be in flight, at most 4
 /// (this is a fallback; more threads mostly contend for the same device queue).
-pub(crate) fn thread_workers(cfg: &Config) -> usize {
+pub(crate) fn thread_workers(cfg: &EngineConfig) -> usize {
     cfg.queue_depth.clamp(1, 4) as usize
 }
 
-fn uring(file: Arc<File>, cfg: &Config) -> io::Result<Box<dyn Engine>> {
-    match UringEngine::new(file, cfg.sync, cfg.ring_entries) {
+fn uring(cfg: &EngineConfig) -> io::Result<Box<dyn IoEngine>> {
+    match UringEngine::new(cfg.ring_entries, cfg.io_worker_cap()) {
         Ok(engine) => Ok(Box::new(engine)),
         Err(e) => {
             let code = errno(&e).unwrap_or(libc::EIO);
@@ -69,17 +66,13 @@ fn uring(file: Arc<File>, cfg: &Config) -> io::Result<Box<dyn Engine>> {
     }
 }
 
-fn threads(file: Arc<File>, cfg: &Config) -> io::Result<Box<dyn Engine>> {
-    Ok(Box::new(ThreadsEngine::new(
-        file,
-        cfg.sync,
-        thread_workers(cfg),
-    )?))
+fn threads(cfg: &EngineConfig) -> io::Result<Box<dyn IoEngine>> {
+    Ok(Box::new(ThreadsEngine::new(thread_workers(cfg))?))
 }
 
-fn fall_back(file: Arc<File>, cfg: &Config, reason: &str) -> io::Result<Box<dyn Engine>> {
+fn fall_back(cfg: &EngineConfig, reason: &str) -> io::Result<Box<dyn IoEngine>> {
     log::warn!("writebehind: io_uring unavailable ({reason}); using the threads backend");
-    threads(file, cfg)
+    threads(cfg)
 }
 
 /// Errors that mean "io_uring cannot be used here", as opposed to real failures.
@@ -90,14 +83,14 @@ fn unavailable(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::stats::BackendKind;
+    use std::fs::File;
+    use std::sync::Arc;
 
-    fn open(cfg: &Config) -> io::Result<Box<dyn Engine>> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = Arc::new(File::create(dir.path().join("f")).unwrap());
+    fn open(cfg: &Config) -> io::Result<Box<dyn IoEngine>> {
         open_engine(
-            file,
-            cfg,
+            &cfg.engine_config(),
             #[cfg(feature = "fault-injection")]
             None,
         )
@@ -110,8 +103,8 @@ mod tests {
         }
         let threads = open(&Config::default().backend(Backend::Threads)).unwrap();
         assert_eq!(threads.kind(), BackendKind::Threads);
-        assert_eq!(thread_workers(&Config::default().queue_depth(1)), 1);
-        assert_eq!(thread_workers(&Config::default().queue_depth(32)), 4);
+        assert_eq!(thread_workers(&EngineConfig::default().queue_depth(1)), 1);
+        assert_eq!(thread_workers(&EngineConfig::default().queue_depth(32)), 4);
         // io_uring is available (else the test skipped above): Auto and IoUring must
         // pick it, and the probe must agree.
         assert!(probe().is_ok(), "{:?}", probe());
@@ -215,14 +208,15 @@ mod tests {
     #[cfg(feature = "fault-injection")]
     #[test]
     fn injector_wraps_the_engine() {
-        use super::super::engine::Completion;
+        use super::super::Completion;
         use crate::wb::fault::Fault;
         let dir = tempfile::tempdir().unwrap();
         let file = Arc::new(File::create(dir.path().join("f")).unwrap());
         let faults = FaultInjector::new();
         faults.inject_write(0, Fault::Errno(libc::EIO));
-        let cfg = Config::default().backend(Backend::Threads);
-        let mut engine = open_engine(file, &cfg, Some(faults.clone())).unwrap();
+        let cfg = EngineConfig::default().backend(Backend::Threads);
+        let engine = open_engine(&cfg, Some(faults.clone())).unwrap();
+        let mut engine = conformance::OnFile::new(engine, file);
         let data = [1u8; 512];
         let iov = libc::iovec {
             iov_base: data.as_ptr() as *mut _,
@@ -259,12 +253,79 @@ pub(super) mod conformance {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::super::engine::{Engine, RESERVED_USER_DATA};
+    use std::os::fd::AsRawFd;
+
+    use super::super::{IoEngine, SizeChange, Target, RESERVED_USER_DATA};
     use crate::aligned::AlignedBuf;
     use crate::config::SyncMode;
 
     /// Builds the engine under test for a file.
-    pub(crate) type Make<'a> = &'a dyn Fn(Arc<File>) -> Box<dyn Engine>;
+    pub(crate) type Make<'a> = &'a dyn Fn(Arc<File>) -> OnFile;
+
+    /// An engine whose requests all go to one file (`fdatasync` for linked syncs): the
+    /// engine calls of these tests, without naming the file each time.
+    pub(crate) struct OnFile {
+        pub engine: Box<dyn IoEngine>,
+        pub file: Arc<File>,
+    }
+
+    impl OnFile {
+        pub(crate) fn new(engine: Box<dyn IoEngine>, file: Arc<File>) -> Self {
+            OnFile { engine, file }
+        }
+
+        fn target(&self) -> Target {
+            Target {
+                fd: self.file.as_raw_fd(),
+                sync: SyncMode::Data,
+            }
+        }
+
+        /// # Safety
+        /// As [`IoEngine::push_write`].
+        pub(crate) unsafe fn push_write(
+            &mut self,
+            user_data: u64,
+            offset: u64,
+            iov: *const libc::iovec,
+            iovcnt: u32,
+            linked_sync: Option<u64>,
+        ) -> std::io::Result<()> {
+            let target = self.target();
+            // SAFETY: forwarded under the caller's guarantee.
+            unsafe {
+                self.engine
+                    .push_write(user_data, target, offset, iov, iovcnt, linked_sync)
+            }
+        }
+
+        pub(crate) fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> std::io::Result<()> {
+            self.engine
+                .push_sync(user_data, self.file.as_raw_fd(), mode)
+        }
+
+        pub(crate) fn push_size(
+            &mut self,
+            user_data: u64,
+            change: SizeChange,
+        ) -> std::io::Result<()> {
+            self.engine
+                .push_size(user_data, self.file.as_raw_fd(), change)
+        }
+    }
+
+    impl std::ops::Deref for OnFile {
+        type Target = dyn IoEngine;
+        fn deref(&self) -> &(dyn IoEngine + 'static) {
+            &*self.engine
+        }
+    }
+
+    impl std::ops::DerefMut for OnFile {
+        fn deref_mut(&mut self) -> &mut (dyn IoEngine + 'static) {
+            &mut *self.engine
+        }
+    }
 
     pub(crate) fn file_in(dir: &Path, direct: bool) -> Arc<File> {
         let mut opts = OpenOptions::new();
@@ -284,7 +345,7 @@ pub(super) mod conformance {
 
     /// Waits until every user_data in `expected` completed, checking each arrives exactly
     /// once with the expected result; fails after 5 s instead of hanging.
-    pub(crate) fn collect(engine: &mut dyn Engine, expected: &HashMap<u64, i32>) {
+    pub(crate) fn collect(engine: &mut dyn IoEngine, expected: &HashMap<u64, i32>) {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = HashMap::new();
         let mut out = Vec::new();
@@ -518,7 +579,7 @@ pub(super) mod conformance {
     /// A truncate sets the length; a punch frees the blocks it covers, reads as zeros
     /// and keeps the length; a bad truncate completes with its errno.
     pub(crate) fn size_changes_land(make: Make) {
-        use super::super::engine::SizeChange;
+        use super::super::SizeChange;
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let file = file_in(dir.path(), false);
