@@ -29,6 +29,8 @@
 
 mod cache;
 mod fs;
+// The tests' one seeded generator (splitmix64), so every power cut can be repeated.
+#[path = "../../tests/common/rng.rs"]
 mod rng;
 
 use std::ffi::OsStr;

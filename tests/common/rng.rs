@@ -1,6 +1,6 @@
 //! The one random number generator of the tests: seedable, so a failure repeats with its
-//! seed. Integration tests use it through `tests/common`; unit tests in `src/` include this
-//! file with `#[path]`, so there is one copy.
+//! seed. Integration tests use it through `tests/common`; unit tests in `src/` and the
+//! powercut/ package include this file with `#[path]`, so there is one copy.
 #![allow(dead_code)] // each user takes a different subset
 
 /// splitmix64: small, seedable, good enough to pick operations.
