@@ -286,6 +286,17 @@ mod tests {
             ExitCode::from(2)
         );
         assert_eq!(
+            run(&[
+                "writebehind",
+                "bench",
+                "--workload",
+                "files",
+                "--files",
+                "0"
+            ]),
+            ExitCode::from(2)
+        );
+        assert_eq!(
             run(&["writebehind", "bench", "--dir", "/nonexistent/x"]),
             ExitCode::from(2)
         );
