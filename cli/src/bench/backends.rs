@@ -119,6 +119,7 @@ mod tests {
             force_every: 0,
             buffer_bytes: buffer,
             preallocate: None,
+            files: 1,
         }
     }
 

@@ -42,6 +42,10 @@ pub enum Workload {
     Mixed,
     /// redb, one writer inserting 100-byte values, `--batch` inserts per commit.
     Redb,
+    /// `--threads` writers writing blocks at random offsets of `--files` pre-sized files,
+    /// each forcing the files it dirtied every K writes (many tables of one engine).
+    /// Not in the default set: name it with `--workload files`.
+    Files,
 }
 
 impl Workload {
@@ -62,6 +66,7 @@ impl Workload {
             Workload::Log => "log",
             Workload::Mixed => "mixed",
             Workload::Redb => "redb",
+            Workload::Files => "files",
         }
     }
 
@@ -73,7 +78,7 @@ impl Workload {
 
     /// Whether the file is written once before timing (random overwrites need it).
     pub fn presized(self) -> bool {
-        matches!(self, Workload::Pages | Workload::Mixed)
+        matches!(self, Workload::Pages | Workload::Mixed | Workload::Files)
     }
 }
 
@@ -134,7 +139,8 @@ impl BackendName {
 /// Arguments of `writebehind bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Workload to run (repeatable; default: all of pages, seq, log, mixed, redb).
+    /// Workload to run (repeatable; default: all of pages, seq, log, mixed, redb; files
+    /// only when named).
     #[arg(long = "workload", value_name = "W", value_enum)]
     pub workloads: Vec<Workload>,
 
@@ -142,7 +148,7 @@ pub struct BenchArgs {
     #[arg(long = "backend", value_name = "B", value_enum)]
     pub backends: Vec<BackendName>,
 
-    /// Writer threads (default: 8 for log, 1 for the others).
+    /// Writer threads (default: 8 for log, 4 for files, 1 for the others).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
@@ -156,7 +162,12 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub readers: u32,
 
-    /// Bytes per write of pages, seq and mixed (suffixes k, m, g: powers of 1024).
+    /// Files the files workload writes; --file-size is split evenly over them.
+    #[arg(long, value_name = "N", default_value = "64",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub files: u32,
+
+    /// Bytes per write of pages, seq, mixed and files (suffixes k, m, g: powers of 1024).
     #[arg(long, value_name = "SIZE", default_value = "4k", value_parser = parse_size_arg)]
     pub block_size: u64,
 
@@ -242,6 +253,8 @@ pub const DEFAULT_FORCE_EVERY: u64 = 1000;
 pub const DEFAULT_RECORD_SIZE: u64 = 512;
 /// Default writer threads of log.
 pub const DEFAULT_LOG_THREADS: u32 = 8;
+/// Default writer threads of files.
+pub const DEFAULT_FILES_THREADS: u32 = 4;
 /// Default inserts per commit of redb: one run with each.
 pub const DEFAULT_BATCHES: [u64; 2] = [1, 100];
 /// Largest block or record accepted (a write larger than this is not a "block").
@@ -256,6 +269,7 @@ pub struct Plan {
     pub batches: Vec<u64>,
     pub threads: Option<u32>,
     pub readers: u32,
+    pub files: u32,
     pub block_size: u64,
     /// `None`: the default, settled by [`Plan::check_alignment`].
     pub record_size: Option<u64>,
@@ -284,8 +298,11 @@ pub struct CellConfig {
     pub readers: u32,
     /// Bytes per write (the record size for log).
     pub write_size: u64,
-    /// Bytes of the file region written (a multiple of `write_size`; 0 for log).
+    /// Bytes of the file region written (a multiple of `write_size`; 0 for log); for
+    /// files, over all the files together (`files` times a multiple of `write_size`).
     pub file_size: u64,
+    /// Files written (files workload only, else 1).
+    pub files: u32,
     pub stop: Stop,
     /// Whether this backend opens the file with O_DIRECT.
     pub direct: bool,
@@ -381,6 +398,7 @@ impl Plan {
             batches,
             threads: a.threads,
             readers: a.readers,
+            files: a.files,
             block_size: a.block_size,
             record_size: a.record_size,
             file_size: a.file_size,
@@ -492,6 +510,7 @@ impl Plan {
                 readers: 0,
                 write_size: super::redb::VALUE_SIZE,
                 file_size: 0,
+                files: 1,
                 stop: self.stop,
                 direct: false,
                 force_every: 1, // every commit syncs
@@ -513,16 +532,20 @@ impl Plan {
         let force_every = match workload {
             Workload::Log => 1,
             Workload::Seq => self.force_every.unwrap_or(0),
-            Workload::Pages | Workload::Mixed => self.force_every.unwrap_or(DEFAULT_FORCE_EVERY),
+            Workload::Pages | Workload::Mixed | Workload::Files => {
+                self.force_every.unwrap_or(DEFAULT_FORCE_EVERY)
+            }
             Workload::Redb => unreachable!("redb cells are made above"),
         };
         CellConfig {
             workload,
             backend,
             batch: 0,
-            threads: self
-                .threads
-                .unwrap_or(if log { DEFAULT_LOG_THREADS } else { 1 }),
+            threads: self.threads.unwrap_or(match workload {
+                Workload::Log => DEFAULT_LOG_THREADS,
+                Workload::Files => DEFAULT_FILES_THREADS,
+                _ => 1,
+            }),
             readers: if workload == Workload::Mixed {
                 self.readers
             } else {
@@ -531,8 +554,16 @@ impl Plan {
             write_size,
             file_size: if log {
                 0
+            } else if workload == Workload::Files {
+                let per_file = (self.file_size / u64::from(self.files) / write_size).max(1);
+                per_file * write_size * u64::from(self.files)
             } else {
                 self.file_size / write_size * write_size
+            },
+            files: if workload == Workload::Files {
+                self.files
+            } else {
+                1
             },
             stop: self.stop,
             direct: backend.uses_direct(self.direct),

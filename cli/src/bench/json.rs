@@ -34,6 +34,7 @@ pub struct ConfigJson {
     pub readers: u32,
     pub write_size: u64,
     pub file_size: u64,
+    pub files: u32,
     pub duration_s: Option<f64>,
     pub ops: Option<u64>,
     pub direct: bool,
@@ -74,6 +75,7 @@ pub struct FiguresJson {
     pub cpu_s_per_gb: f64,
     pub forces: u64,
     pub fsyncs: u64,
+    pub threads_peak: usize,
     pub write_ack_ns: Option<LatencyJson>,
     pub force_ns: Option<LatencyJson>,
     pub reads: Option<ReadsJson>,
@@ -213,6 +215,7 @@ fn figures_json(f: &Figures) -> FiguresJson {
         cpu_s_per_gb: f.cpu_s_per_gb(),
         forces: f.m.forces,
         fsyncs: f.fsyncs(),
+        threads_peak: f.threads_peak,
         write_ack_ns: LatencyJson::of(&f.m.ack),
         force_ns: LatencyJson::of(&f.m.force),
         reads: (f.m.reads > 0).then(|| ReadsJson {
@@ -268,6 +271,7 @@ pub fn run_json<'a>(
             readers: c.readers,
             write_size: c.write_size,
             file_size: c.file_size,
+            files: c.files,
             duration_s: match c.stop {
                 Stop::Duration(d) => Some(d.as_secs_f64()),
                 Stop::Ops(_) => None,

@@ -4,10 +4,12 @@
 //! Modules, one job each: [`cli`] (arguments and their checks), [`machine`] (what we run
 //! on), [`scratch`] (the temporary file), [`backends`] (opening handles), [`workloads`]
 //! (the threads), [`run`] (one timed run), [`report`] (the table), [`json`], [`plot`],
-//! [`progress`], [`sys`] (the OS calls with `unsafe`).
+//! [`progress`], [`sys`] (the OS calls with `unsafe`), [`files`] (the many-files
+//! workload), [`threads`] (the thread-count sampler).
 
 pub mod backends;
 pub mod cli;
+pub mod files;
 pub mod json;
 pub mod machine;
 pub mod plot;
@@ -17,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod scratch;
 pub mod sys;
+pub mod threads;
 pub mod workloads;
 
 use std::ffi::OsString;
@@ -186,12 +189,21 @@ fn run_all(plan: &Plan, machine: &Machine) -> Vec<CellRun> {
             }
             progress.show(index, &label, None);
             let shown = |f| progress.show(index, &label, Some(f));
-            let outcome = if cell.workload == Workload::Redb {
-                redb::run(cell, machine, &shown)
-            } else {
-                run_cell(cell, machine, &shown, &open)
-            }
-            .map_err(|e| e.to_string());
+            let sampler = threads::Sampler::start();
+            let outcome = match cell.workload {
+                Workload::Redb => redb::run(cell, machine, &shown),
+                Workload::Files => files::run(cell, machine, &shown),
+                _ => run_cell(cell, machine, &shown, &open),
+            };
+            let threads_peak = sampler.map(threads::Sampler::stop);
+            let outcome = match (outcome, threads_peak) {
+                (Ok(f), Ok(peak)) => Ok(run::Figures {
+                    threads_peak: peak,
+                    ..f
+                }),
+                (Ok(_), Err(e)) => Err(format!("sampling /proc/self/task: {e}")),
+                (Err(e), _) => Err(e.to_string()),
+            };
             runs.push(CellRun {
                 cell: cell.clone(),
                 repetition,
@@ -271,6 +283,17 @@ mod tests {
         );
         assert_eq!(
             run(&["writebehind", "bench", "--workload", "nope"]),
+            ExitCode::from(2)
+        );
+        assert_eq!(
+            run(&[
+                "writebehind",
+                "bench",
+                "--workload",
+                "files",
+                "--files",
+                "0"
+            ]),
             ExitCode::from(2)
         );
         assert_eq!(

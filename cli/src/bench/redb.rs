@@ -308,6 +308,8 @@ pub fn run(cell: &CellConfig, machine: &Machine, progress: ProgressFn<'_>) -> io
             calls,
             sync,
         }),
+        final_forces: 0,
+        threads_peak: 0,
     })
 }
 

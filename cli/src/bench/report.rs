@@ -36,6 +36,8 @@ pub struct Row {
     pub reads: Option<[f64; 4]>,
     /// The redb workload's figures.
     pub redb: Option<RedbRow>,
+    /// The most threads of any repetition (see `Figures::threads_peak`).
+    pub threads_peak: usize,
 }
 
 /// The medians of a redb (workload, batch, backend).
@@ -171,6 +173,7 @@ pub fn rows(runs: &[CellRun]) -> Vec<Row> {
                     _ => None,
                 },
                 redb: redb_row(&ok),
+                threads_peak: ok.iter().map(|f| f.threads_peak).max().unwrap_or(0),
             }
         })
         .collect()
@@ -289,13 +292,21 @@ pub fn header(plan: &Plan, machine: &Machine, started: &str, command: &str) -> S
     let _ = writeln!(
         s,
         "settings: {stop}{reps}; block {}, file {}, log record {}; writebehind O_DIRECT: {}; \
-         force every {} writes in pages/mixed",
+         force every {} writes in pages/mixed/files",
         fmt_size(plan.block_size),
         fmt_size(plan.file_size),
         fmt_size(plan.record_size.unwrap_or(0)),
         if plan.direct { "yes" } else { "no (--direct)" },
         plan.force_every.unwrap_or(super::cli::DEFAULT_FORCE_EVERY),
     );
+    if plan.workloads.contains(&Workload::Files) {
+        let _ = writeln!(
+            s,
+            "files: {} files sharing the file size, {} writers (writebehind: one Engine)",
+            plan.files,
+            plan.threads.unwrap_or(super::cli::DEFAULT_FILES_THREADS),
+        );
+    }
     if plan.workloads.contains(&Workload::Redb) {
         let batches: Vec<String> = plan.batches.iter().map(u64::to_string).collect();
         let _ = writeln!(
@@ -354,6 +365,7 @@ fn redb_table(rows: &[Row]) -> String {
         "syncs/commit",
         "sync p50",
         "CPU/commit",
+        "threads",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -371,6 +383,7 @@ fn redb_table(rows: &[Row]) -> String {
                     c.push(format!("{:.2}", x.syncs_per_commit));
                     c.push(fmt_ns(x.sync_p50));
                     c.push(fmt_ns(x.cpu_ns_per_commit));
+                    c.push(r.threads_peak.to_string());
                 }
             }
             c
@@ -396,6 +409,7 @@ fn block_table(rows: &[Row]) -> String {
         "drain",
         "written",
         "CPU s/GB",
+        "threads",
     ];
     let mut cells = Vec::new();
     for r in rows {
@@ -415,6 +429,7 @@ fn block_table(rows: &[Row]) -> String {
         c.push(format!("{:.2}s", r.drain_s));
         c.push(fmt_bytes(r.bytes_written));
         c.push(format!("{:.2}", r.cpu_s_per_gb));
+        c.push(r.threads_peak.to_string());
         c[1] = backend_cell(r);
         cells.push(c);
     }
@@ -451,7 +466,10 @@ ops/s, MB/s: writes (log: commits) and requested bytes per second over the whole
 i.e. until the data is durable and the handle closed (loop + drain). ack: time inside \
 write()/append(). force: time inside force() during the loop. drain: final force + close \
 after the last write. written: bytes the backend wrote to the file (writebehind: its \
-Stats, after coalescing). CPU s/GB: user+sys of the process per 10^9 requested bytes.
+Stats, after coalescing). CPU s/GB: user+sys of the process per 10^9 requested bytes. \
+threads: the most threads the process had during the run (io_uring's iou-* workers not \
+counted). files: --threads writers over --files pre-sized files, each forcing the files \
+it dirtied every --force-every writes (force: one sample per file forced).
 redb/N: N inserts of 100 bytes per commit, default durability (each commit syncs before \
 it returns). commits/s, inserts/s: during the loop. commit: time inside commit(). \
 writes/commit, syncs/commit: redb's write and sync_data calls to its storage backend; \
@@ -497,6 +515,8 @@ pub(crate) mod tests {
             },
             stats: None,
             redb: None,
+            final_forces: 1,
+            threads_peak: 3,
         }
     }
 

@@ -34,6 +34,11 @@ pub struct Figures {
     pub stats: Option<Stats>,
     /// The redb workload's own figures (`m.ops` then counts commits).
     pub redb: Option<RedbFigures>,
+    /// `force` calls after the loop: one per file written.
+    pub final_forces: u64,
+    /// The most threads the process had during the run (io_uring's `iou-*` workers not
+    /// counted), sampled by [`super::threads::Sampler`]; 0 until `run_all` sets it.
+    pub threads_peak: usize,
 }
 
 impl Figures {
@@ -84,14 +89,14 @@ impl Figures {
         }
     }
 
-    /// `fsync`/`fdatasync` calls: the handle's count for writebehind, one per `force`
-    /// (loop and final) for the blocking handles, one per `sync_data` in the loop for
+    /// `fsync`/`fdatasync` calls: the handles' count for writebehind, one per `force`
+    /// (loop and final, per file) for the blocking handles, one per `sync_data` in the loop for
     /// redb on its own file backend.
     pub fn fsyncs(&self) -> u64 {
         match (&self.stats, &self.redb) {
             (Some(s), _) => s.fsyncs,
             (None, Some(r)) => r.calls.syncs,
-            (None, None) => self.m.forces + 1,
+            (None, None) => self.m.forces + self.final_forces,
         }
     }
 }
@@ -134,7 +139,7 @@ pub fn run_cell(
     let alignment = opened.alignment();
     let buf_align = machine.dio_alignment.unwrap_or(1).max(4096) as usize;
     let cpu0 = CpuTime::now();
-    let measured = drive(opened.handle(), cell, buf_align, progress).and_then(|m| {
+    let measured = drive(&[opened.handle()], cell, buf_align, progress).and_then(|m| {
         let t = Instant::now();
         opened.handle().force()?;
         Ok((m, t.elapsed()))
@@ -161,6 +166,8 @@ pub fn run_cell(
         cpu,
         stats: closed.stats,
         redb: None,
+        final_forces: 1,
+        threads_peak: 0,
     })
 }
 
@@ -288,6 +295,7 @@ pub(crate) mod tests {
             },
             buffer_bytes: None,
             preallocate: None,
+            files: 1,
         }
     }
 
@@ -393,6 +401,41 @@ pub(crate) mod tests {
             "other threads did not stop"
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// The files workload forces exactly the files a writer wrote since its last force.
+    #[test]
+    fn files_writers_force_the_files_they_dirtied() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let hs: Vec<TestHandle> = (0..3).map(|_| TestHandle::with_len(64 << 10)).collect();
+        let refs: Vec<&dyn Handle> = hs.iter().map(|h| h as &dyn Handle).collect();
+        let c = CellConfig {
+            workload: Workload::Files,
+            threads: 1,
+            files: 3,
+            file_size: 3 * (64 << 10),
+            force_every: 1,
+            ..cell(Workload::Pages, Stop::Ops(300))
+        };
+        let m = drive(&refs, &c, 4096, &|_| {}).unwrap();
+        assert_eq!(m.ops, 300);
+        assert_eq!(m.forces, 300, "one dirty file per write");
+        for h in &hs {
+            let (w, f) = (h.writes.load(SeqCst), h.forces.load(SeqCst));
+            assert!(w > 50, "{w} writes: random files");
+            assert_eq!(f, w, "forced after each of its writes, never otherwise");
+        }
+        let c = CellConfig {
+            force_every: 4,
+            ..c
+        };
+        let before: u64 = hs.iter().map(|h| h.forces.load(SeqCst)).sum();
+        let m = drive(&refs, &c, 4096, &|_| {}).unwrap();
+        let after: u64 = hs.iter().map(|h| h.forces.load(SeqCst)).sum();
+        assert_eq!(after - before, m.forces);
+        // 75 rounds, each forcing the 1 to 3 distinct files of its 4 writes.
+        assert!((75..=225).contains(&m.forces), "{}", m.forces);
+        assert_eq!(m.force.len(), m.forces);
     }
 
     #[test]

@@ -136,16 +136,23 @@ struct ReaderOut {
     read: Histogram<u64>,
 }
 
-/// Runs `cell`'s workload on `h` until its stop condition, with writer threads (and reader
-/// threads for mixed), and returns the merged measurements. `align` is the alignment of
+/// Runs `cell`'s workload on `hs` (one handle; the files workload: one per file) until its
+/// stop condition, with writer threads (and reader threads for mixed), and returns the
+/// merged measurements. `align` is the alignment of
 /// the buffers handed to the handle. The first error of any thread stops all of them and
 /// is returned.
 pub fn drive(
-    h: &dyn Handle,
+    hs: &[&dyn Handle],
     cell: &CellConfig,
     align: usize,
     progress: ProgressFn<'_>,
 ) -> io::Result<Measured> {
+    if hs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no file to write",
+        ));
+    }
     let writers = cell.threads as usize;
     let readers = cell.readers as usize;
     let shared = Shared {
@@ -172,7 +179,7 @@ pub fn drive(
                 thread::Builder::new()
                     .name(format!("bench-w{i}"))
                     .spawn_scoped(s, move || {
-                        let out = writer(sh, h, cell, q, i as u64, align);
+                        let out = writer(sh, hs, cell, q, i as u64, align);
                         if sh.writers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                             sh.main.unpark();
                         }
@@ -186,7 +193,7 @@ pub fn drive(
                 thread::Builder::new()
                     .name(format!("bench-r{i}"))
                     .spawn_scoped(s, move || {
-                        reader(sh, h, cell, i as u64, align)
+                        reader(sh, hs[0], cell, i as u64, align)
                             .map_err(|e| sh.fail(e))
                             .ok()
                     })
@@ -245,7 +252,7 @@ fn join<T>(r: thread::Result<T>) -> T {
 
 fn writer(
     sh: &Shared,
-    h: &dyn Handle,
+    hs: &[&dyn Handle],
     cell: &CellConfig,
     quota: Option<u64>,
     id: u64,
@@ -254,8 +261,13 @@ fn writer(
     let ws = cell.write_size;
     let mut block = filled(ws as usize, align, 0xA0 ^ id as u8)?;
     let mut rng = Rng::new(0x5EED ^ (id << 32));
-    let blocks = (cell.file_size / ws).max(1);
+    let files = hs.len() as u64;
+    // Blocks per file (the files workload splits the file size over its files).
+    let blocks = (cell.file_size / files / ws).max(1);
     let span = blocks * ws;
+    let h = hs[0];
+    // The files this writer wrote since its last force: the ones it forces.
+    let mut dirty = vec![false; hs.len()];
     let mut out = WriterOut {
         ops: 0,
         forces: 0,
@@ -276,9 +288,16 @@ fn writer(
         let n = stamp.len().min(block.as_slice().len());
         block.as_mut_slice()[..n].copy_from_slice(&stamp[..n]);
         let data = block.as_slice();
+        let file = if cell.workload == Workload::Files {
+            rng.below(files) as usize
+        } else {
+            0
+        };
+        dirty[file] = true;
         let t0 = Instant::now();
         match cell.workload {
             Workload::Pages | Workload::Mixed => h.write(rng.below(blocks) * ws, data)?,
+            Workload::Files => hs[file].write(rng.below(blocks) * ws, data)?,
             Workload::Seq => {
                 h.write(sh.seq_cursor.fetch_add(ws, Ordering::Relaxed) % span, data)?
             }
@@ -296,11 +315,15 @@ fn writer(
         record(&mut out.ack, now - t0);
         out.ops += 1;
         if cell.force_every > 0 && out.ops.is_multiple_of(cell.force_every) {
-            let t1 = now;
-            h.force()?;
-            now = Instant::now();
-            record(&mut out.force, now - t1);
-            out.forces += 1;
+            // One `force` per dirtied file, each its own sample.
+            for (f, d) in dirty.iter_mut().enumerate().filter(|(_, d)| **d) {
+                *d = false;
+                let t1 = now;
+                hs[f].force()?;
+                now = Instant::now();
+                record(&mut out.force, now - t1);
+                out.forces += 1;
+            }
         }
         out.end = now;
         unreported += 1;

@@ -1,0 +1,96 @@
+//! `threads_peak`: the most threads the process had during a run, sampled from
+//! /proc/self/task by a small thread that stops with the run.
+
+use std::fs;
+use std::io;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// How often the sampler looks (short runs of a few ms still get a few samples).
+const PERIOD: Duration = Duration::from_millis(5);
+/// The sampler's own thread name, left out of the count.
+const SAMPLER_NAME: &str = "bench-threads";
+
+/// The threads of this process now, except io_uring's workers (`iou-wrk-*`, `iou-sqp-*`,
+/// which the kernel starts on its own) and the sampler itself.
+pub fn count() -> io::Result<usize> {
+    let mut n = 0;
+    for entry in fs::read_dir("/proc/self/task")? {
+        let entry = entry?;
+        // A thread may exit between the listing and the read: then it is not counted.
+        let Ok(comm) = fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        let comm = comm.trim_end();
+        if !comm.starts_with("iou-") && comm != SAMPLER_NAME {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A thread sampling [`count`] until [`Sampler::stop`].
+pub struct Sampler {
+    stop: Sender<()>,
+    thread: JoinHandle<usize>,
+}
+
+impl Sampler {
+    /// Starts sampling.
+    pub fn start() -> io::Result<Sampler> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = thread::Builder::new()
+            .name(SAMPLER_NAME.into())
+            .spawn(move || {
+                let mut peak = 0;
+                loop {
+                    peak = peak.max(count().unwrap_or(0));
+                    match stopped.recv_timeout(PERIOD) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                peak.max(count().unwrap_or(0))
+            })?;
+        Ok(Sampler { stop, thread })
+    }
+
+    /// Stops sampling and returns the peak.
+    pub fn stop(self) -> usize {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    #[test]
+    fn the_peak_sees_threads_that_came_and_went() {
+        let before = count().unwrap();
+        assert!(before >= 1, "at least this thread");
+        let sampler = Sampler::start().unwrap();
+        let started = Barrier::new(5);
+        let done = Barrier::new(5);
+        thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    started.wait();
+                    done.wait();
+                });
+            }
+            started.wait();
+            thread::sleep(PERIOD * 4);
+            done.wait();
+        });
+        let peak = sampler.stop();
+        // Other tests run threads in parallel, so only a lower bound holds.
+        assert!(
+            peak >= 5,
+            "peak {peak}: this thread and its 4 were alive together"
+        );
+    }
+}
