@@ -10,7 +10,7 @@ use writebehind::{Engine, FileHandle, Handle, Stats, WriteBehindFile};
 use super::backends::config;
 use super::cli::CellConfig;
 use super::machine::Machine;
-use super::run::Figures;
+use super::run::{finish, Figures};
 use super::scratch::{presize, ScratchFile};
 use super::sys::CpuTime;
 use super::workloads::{drive, ProgressFn};
@@ -152,28 +152,7 @@ pub fn run(cell: &CellConfig, machine: &Machine, progress: ProgressFn<'_>) -> io
         Ok((m, t.elapsed()))
     });
     drop(handles);
-    let (m, final_force) = match measured {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = set.close();
-            return Err(e);
-        }
-    };
-    let t = Instant::now();
-    let stats = set.close()?;
-    let close = t.elapsed();
-    let cpu = CpuTime::now().since(cpu0);
+    let figures = finish(measured, || set.close(), cpu0, engine, alignment, n);
     drop(scratch);
-    Ok(Figures {
-        engine,
-        alignment,
-        m,
-        final_force,
-        close,
-        cpu,
-        stats,
-        redb: None,
-        final_forces: n,
-        threads_peak: 0,
-    })
+    figures
 }

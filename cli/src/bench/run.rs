@@ -144,19 +144,41 @@ pub fn run_cell(
         opened.handle().force()?;
         Ok((m, t.elapsed()))
     });
+    let figures = finish(
+        measured,
+        || Ok(opened.close()?.stats),
+        cpu0,
+        engine,
+        alignment,
+        1,
+    );
+    drop(scratch);
+    figures
+}
+
+/// The end of a run after its timed loop and final force (`measured`): closes the
+/// handles with `close` (also after a failed loop, whose own error is the one reported)
+/// and gathers the figures; `final_forces` is the forces after the loop.
+pub(super) fn finish(
+    measured: io::Result<(Measured, Duration)>,
+    close: impl FnOnce() -> io::Result<Option<Stats>>,
+    cpu0: CpuTime,
+    engine: &'static str,
+    alignment: Option<u64>,
+    final_forces: u64,
+) -> io::Result<Figures> {
     let (m, final_force) = match measured {
         Ok(x) => x,
         Err(e) => {
-            // Stop the handle's threads; the run's own error is the one to report.
-            let _ = opened.close();
+            // Stop the handles' threads; the run's own error is the one to report.
+            let _ = close();
             return Err(e);
         }
     };
     let t = Instant::now();
-    let closed = opened.close()?;
+    let stats = close()?;
     let close = t.elapsed();
     let cpu = CpuTime::now().since(cpu0);
-    drop(scratch);
     Ok(Figures {
         engine,
         alignment,
@@ -164,9 +186,9 @@ pub fn run_cell(
         final_force,
         close,
         cpu,
-        stats: closed.stats,
+        stats,
         redb: None,
-        final_forces: 1,
+        final_forces,
         threads_peak: 0,
     })
 }
