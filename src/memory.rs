@@ -35,7 +35,7 @@ use crate::handle::Handle;
 /// ```
 #[derive(Debug)]
 pub struct MemoryHandle {
-    state: RwLock<State>,
+    state: RwLock<Contents>,
     max_io: usize,
 }
 
@@ -48,14 +48,14 @@ impl Default for MemoryHandle {
 /// `bytes[i]` holds offset `base + i`; `base <= start`, and bytes past `bytes.len()` (up to
 /// `end`) were never written and read as zeros.
 #[derive(Debug, Default)]
-struct State {
+struct Contents {
     base: u64,
     start: u64,
     end: u64,
     bytes: Vec<u8>,
 }
 
-impl State {
+impl Contents {
     /// `EINVAL` on overflow, `EDOM` unless `start <= offset` and `offset + len <= end`.
     fn check_read(&self, offset: u64, len: usize) -> io::Result<()> {
         let stop = range_end(offset, len)?;
@@ -136,13 +136,13 @@ impl MemoryHandle {
         }
     }
 
-    fn state(&self) -> RwLockReadGuard<'_, State> {
-        // A panic while holding the lock cannot leave State half-updated in a way that
+    fn state(&self) -> RwLockReadGuard<'_, Contents> {
+        // A panic while holding the lock cannot leave Contents half-updated in a way that
         // breaks its invariants (store checks before it mutates), so poisoning is ignored.
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+    fn state_mut(&self) -> RwLockWriteGuard<'_, Contents> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 
-use super::backend::{SizeChange, ZEROS_LEN};
+use super::engine::backend::{SizeChange, ZEROS_LEN};
 
 /// A size change the engine is performing.
 pub(crate) struct SizeOp {

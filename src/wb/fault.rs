@@ -24,7 +24,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::backend::{Completion, IoEngine, SizeChange, Target, Waker};
+use super::engine::backend::{Completion, IoEngine, SizeChange, Target, Waker};
 use crate::config::SyncMode;
 use crate::stats::BackendKind;
 use std::os::fd::RawFd;
@@ -400,7 +400,7 @@ impl IoEngine for FaultyEngine {
         self.inner.io_worker_cap()
     }
 
-    fn enters(&self) -> super::backend::Enters {
+    fn enters(&self) -> super::engine::backend::Enters {
         self.inner.enters()
     }
 

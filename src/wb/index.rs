@@ -177,7 +177,7 @@ impl Index {
     /// a full walk to stay cheap): blocks do not overlap and lie within their buffers'
     /// filled bytes, the dirty set and byte count match the blocks, and the top of the
     /// by-seq heap names the oldest dirty seq.
-    pub(crate) fn debug_check(&self) {
+    pub(crate) fn check_invariants(&self) {
         #[cfg(debug_assertions)]
         if self.map.len() <= 256 {
             let mut prev_end = 0;
@@ -548,7 +548,7 @@ mod tests {
                     }
                 }
             }
-            index.debug_check();
+            index.check_invariants();
             if seq % 5 != 0 {
                 continue;
             }
@@ -618,7 +618,7 @@ mod tests {
             !index.try_extend(1 << 20, &[0; 4096]),
             "grew past its limit"
         );
-        index.debug_check();
+        index.check_invariants();
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use super::backend::threads::{pwritev_raw, sync_fd};
+use super::engine::backend::threads::{pwritev_raw, sync_fd};
 use super::state::Lead;
 #[cfg(feature = "fault-injection")]
 use crate::fault::FaultInjector;

@@ -2,11 +2,10 @@
 //!
 //! Callers copy their bytes into a pooled buffer (outside any shared lock), then install
 //! it in the block index under the state lock and return. The submission thread
-//! (`submitter.rs`) writes dirty blocks back through an [`backend::IoEngine`] (io_uring or
+//! (`engine/pass.rs`) writes dirty blocks back through an [`engine::backend::IoEngine`] (io_uring or
 //! threads) as merged vectored writes, and serves `force` waiters with shared fsyncs.
 //! See docs/design.md for the whole picture.
 
-mod backend;
 mod barrier;
 mod engine;
 #[cfg(feature = "fault-injection")]
@@ -18,7 +17,6 @@ mod pool;
 #[cfg(test)]
 mod ring_check;
 mod state;
-mod submitter;
 
 use std::fs::File;
 use std::io;

@@ -42,12 +42,12 @@ struct PoolState {
     /// Set when the handle failed or closed: waiting writers give up with this errno.
     failed: Option<i32>,
     /// Writers waiting for space, first come first served.
-    queue: VecDeque<Waiter>,
+    queue: VecDeque<SpaceWaiter>,
     next_ticket: u64,
 }
 
 /// A writer waiting for a buffer of `cap` bytes.
-struct Waiter {
+struct SpaceWaiter {
     ticket: u64,
     cap: usize,
     thread: Thread,
@@ -158,7 +158,7 @@ impl Pool {
             if waited.is_none() {
                 let ticket = st.next_ticket;
                 st.next_ticket += 1;
-                st.queue.push_back(Waiter {
+                st.queue.push_back(SpaceWaiter {
                     ticket,
                     cap,
                     thread: thread::current(),

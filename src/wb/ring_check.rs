@@ -3,7 +3,7 @@
 //! skip and print why, as the integration tests do (tests/common/mod.rs `skip_or_fail`);
 //! under `CI=true` they fail instead, because CI must run them.
 
-use super::backend::uring::{probe, ProbeError};
+use super::engine::backend::uring::{probe, ProbeError};
 
 /// Whether the test `name` can have a ring. `false`: io_uring is unavailable here and the
 /// test should return at once (the reason is printed). Panics under `CI=true` instead. A

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::backend::SizeChange;
 use super::barrier::{Barriers, SizeOp};
+use super::engine::backend::SizeChange;
 use super::index::Index;
 use super::pool::BufRef;
 use crate::config::SyncMode;
@@ -207,7 +207,7 @@ impl From<Waker> for Notify {
     }
 }
 
-struct Waiter {
+struct ForceWaiter {
     target: u64,
     range: Option<(u64, u64)>,
     /// `Data` is served by any successful sync; `All` only by an `fsync`.
@@ -228,7 +228,7 @@ pub(crate) struct State {
     caller_writes: usize,
     sync_inflight: Option<usize>,
     resubmit: Vec<usize>,
-    waiters: Slab<Waiter>,
+    waiters: Slab<ForceWaiter>,
     /// The seq of the newest installed write.
     pub last_seq: u64,
     /// Every write with seq below this is durable.
@@ -359,7 +359,7 @@ impl State {
         watermark: u64,
         now: impl FnOnce() -> Instant,
     ) -> bool {
-        self.debug_check();
+        self.check_invariants();
         self.end = self.end.max(end);
         self.stats.bytes_requested += len;
         let first_dirty = self.dirty_since.is_none();
@@ -374,8 +374,8 @@ impl State {
     /// walks only while the index and the ops are small): the index's own, and that no
     /// write in flight references bytes past its buffers' filled length (which an
     /// extent's growth may write).
-    pub(crate) fn debug_check(&self) {
-        self.index.debug_check();
+    pub(crate) fn check_invariants(&self) {
+        self.index.check_invariants();
         #[cfg(debug_assertions)]
         if self.ops.len() <= 256 {
             for (_, op) in &self.ops {
@@ -401,7 +401,7 @@ impl State {
             self.stats.forces_immediate += 1;
             return None;
         }
-        Some(self.waiters.insert(Waiter {
+        Some(self.waiters.insert(ForceWaiter {
             target: self.last_seq,
             range,
             mode,
@@ -479,7 +479,7 @@ impl State {
             self.dirty_since = None;
         }
         let punch = self.barriers.punch_below(new_start);
-        self.debug_check();
+        self.check_invariants();
         self.wants_wake(punch)
     }
 
@@ -501,7 +501,7 @@ impl State {
         self.last_seq += 1;
         self.barriers.truncate(len, Some(self.last_seq));
         self.end = len;
-        self.debug_check();
+        self.check_invariants();
         self.wants_wake(true)
     }
 
@@ -674,7 +674,7 @@ impl State {
             let single_new = if new_ops == 1 { last_new } else { None };
             self.plan_sync(single_new, lim, now, out);
         }
-        self.debug_check();
+        self.check_invariants();
     }
 
     /// Sends runs of dirty blocks C-SCAN from the cursor, wrapping once (so no offset
@@ -1114,7 +1114,7 @@ impl State {
             Op::Sync(_) => self.complete_sync(key, result, now),
             Op::Size(_) => self.complete_size(key, result),
         }
-        self.debug_check();
+        self.check_invariants();
     }
 
     fn complete_write(&mut self, key: usize, result: i32, lim: &Limits, now: Instant) {
@@ -1181,7 +1181,7 @@ impl State {
             unreachable!()
         };
         self.sync_inflight = None;
-        let mine = |w: &Waiter| w.sync == Some(key) && w.result.is_none();
+        let mine = |w: &ForceWaiter| w.sync == Some(key) && w.result.is_none();
         match result {
             0 => {
                 self.durable = self.durable.max(s.covers);

@@ -13,9 +13,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::backend::{Completion, IoEngine, Target};
-use super::engine::Hub;
-use super::state::{Op, Push, State};
-use super::Inner;
+use super::Hub;
+use crate::wb::state::{Op, Push, State};
+use crate::wb::Inner;
 use std::os::fd::AsRawFd;
 
 /// After this many consecutive engine failures the thread gives up (see `run`).
@@ -81,7 +81,7 @@ pub(crate) fn run(hub: Arc<Hub>, mut io: Box<dyn IoEngine>) {
         Err(_) => (Some(libc::EIO), false),
     };
     let arrived = {
-        let mut r = hub.roster();
+        let mut r = hub.lobby();
         r.stopped = Some(code.unwrap_or(libc::EBADF));
         std::mem::take(&mut r.arriving)
     };
@@ -117,7 +117,7 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
     let mut engine_errors = 0;
     loop {
         {
-            let mut r = hub.roster();
+            let mut r = hub.lobby();
             for a in r.arriving.drain(..) {
                 roster.add(a.inner, a.done);
             }

@@ -1,10 +1,13 @@
 //! [`Engine`]: one submission thread and one I/O engine (an io_uring ring, or a fixed
 //! pool of worker threads) shared by many [`WriteBehindFile`]s.
 //!
-//! The engine's thread runs `submitter::run` over a roster of files. A file joins the
+//! The engine's thread runs `pass::run` over a roster of files. A file joins the
 //! roster when opened and leaves it once closed and written back (nothing of it in
 //! flight), which is when its `close` returns. The thread ends when every [`Engine`]
 //! clone has been dropped and no file is left.
+
+pub(crate) mod backend;
+mod pass;
 
 use std::fs::File;
 use std::io;
@@ -13,12 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
-use super::backend::{open::open_engine, Waker};
-use super::{submitter, Inner, WriteBehindFile};
+use super::{Inner, WriteBehindFile};
 use crate::config::{Config, EngineConfig, FileConfig};
 use crate::error::os_msg;
 use crate::fileio::{self, OpenMode};
 use crate::stats::BackendKind;
+use backend::{open::open_engine, Waker};
 
 /// One submission thread and one io_uring ring (or, on the thread backend, one fixed
 /// pool of workers) writing back many files: open each through it with
@@ -68,12 +71,12 @@ pub(crate) struct Hub {
     /// after each wait).
     pub(crate) enters: AtomicU64,
     pub(crate) submits: AtomicU64,
-    roster: Mutex<Roster>,
+    lobby: Mutex<Lobby>,
 }
 
 /// Files waiting to join the thread's roster, and whether the thread may end.
 #[derive(Default)]
-pub(crate) struct Roster {
+pub(crate) struct Lobby {
     pub(crate) arriving: Vec<Arrival>,
     /// Every `Engine` clone is gone: no file can arrive any more.
     pub(crate) engine_gone: bool,
@@ -123,13 +126,13 @@ impl FileWaker {
 /// See [`Engine::hold_passes`].
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
-pub struct PassHold<'a>(#[allow(dead_code)] MutexGuard<'a, Roster>);
+pub struct PassHold<'a>(#[allow(dead_code)] MutexGuard<'a, Lobby>);
 
 struct Alive(Arc<Hub>);
 
 impl Drop for Alive {
     fn drop(&mut self) {
-        self.0.roster().engine_gone = true;
+        self.0.lobby().engine_gone = true;
         self.0.waker.wake();
     }
 }
@@ -140,8 +143,8 @@ impl Hub {
         FileWaker::new(Arc::clone(&self.waker))
     }
 
-    pub(crate) fn roster(&self) -> MutexGuard<'_, Roster> {
-        self.roster.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn lobby(&self) -> MutexGuard<'_, Lobby> {
+        self.lobby.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -190,7 +193,7 @@ impl Engine {
                 };
                 let _ = ready_tx.send(Ok((io.waker(), io.kind(), io.io_worker_cap())));
                 if let Ok(hub) = hub_rx.recv() {
-                    submitter::run(hub, io);
+                    pass::run(hub, io);
                 }
             })?;
         let (waker, kind, io_worker_cap) = match ready_rx.recv() {
@@ -214,7 +217,7 @@ impl Engine {
             io_worker_cap,
             enters: AtomicU64::new(0),
             submits: AtomicU64::new(0),
-            roster: Mutex::new(Roster::default()),
+            lobby: Mutex::new(Lobby::default()),
         });
         hub_tx
             .send(Arc::clone(&hub))
@@ -282,7 +285,7 @@ impl Engine {
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn hold_passes(&self) -> PassHold<'_> {
-        PassHold(self.hub.roster())
+        PassHold(self.hub.lobby())
     }
 
     /// Builds the file's handle and hands it to the thread.
@@ -301,11 +304,11 @@ impl Engine {
         let inner = Arc::new(Inner::new(file, cfg, &self.hub)?);
         let (done_tx, done_rx) = mpsc::channel();
         {
-            let mut roster = self.hub.roster();
-            if let Some(code) = roster.stopped {
+            let mut lobby = self.hub.lobby();
+            if let Some(code) = lobby.stopped {
                 return Err(os_msg(code, "writebehind: the engine has stopped"));
             }
-            roster.arriving.push(Arrival {
+            lobby.arriving.push(Arrival {
                 inner: Arc::clone(&inner),
                 done: done_tx,
             });
