@@ -220,8 +220,9 @@ impl Config {
         self
     }
 
-    /// Test hook (feature `fault-injection`): completions of the handle's engine are
-    /// rewritten according to `injector`'s plan.
+    /// Test hook (feature `fault-injection`): completions of the handle's requests are
+    /// rewritten according to `injector`'s plan (those of other files on the same engine
+    /// are not).
     #[cfg(feature = "fault-injection")]
     pub fn fault_injector(mut self, injector: crate::fault::FaultInjector) -> Self {
         self.fault_injector = Some(injector);

@@ -340,46 +340,163 @@ fn forces_on_sixteen_files_share_enters() {
     );
 }
 
-/// A fault injected into one file fails that file only; its siblings on the engine go on.
+/// Which fault the bad file of [`one_faulty_file_of_eight`] meets.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug)]
+enum FileFault {
+    /// Its first write completion reports EIO.
+    Write,
+    /// Its first sync completion reports EIO.
+    Sync,
+}
+
+/// Eight files on one engine, one of them with a fault injector: the fault fails that
+/// file only (its force, later writes and close report EIO, latched), while its seven
+/// siblings on the same engine keep writing, reading and forcing, checked against their
+/// models, and end with exactly their models' bytes on disk.
+#[cfg(feature = "fault-injection")]
+fn one_faulty_file_of_eight(backend: Backend, fault: FileFault) {
+    use writebehind::fault::{Fault, FaultInjector};
+    let what = format!("{backend:?} {fault:?}");
+    let dir = common::tempdir();
+    let threads_before = library_threads();
+    let engine = Engine::new(&EngineConfig::default().backend(backend)).unwrap();
+    let cfg = FileConfig::default().max_dirty_age(Duration::from_millis(2));
+    let faults = FaultInjector::new();
+    match fault {
+        FileFault::Write => faults.inject_write(0, Fault::Errno(libc::EIO)),
+        FileFault::Sync => faults.inject_sync(0, libc::EIO),
+    }
+    const BAD: usize = 3;
+    let files: Vec<_> = (0..8)
+        .map(|i| {
+            let cfg = if i == BAD {
+                cfg.clone().fault_injector(faults.clone())
+            } else {
+                cfg.clone()
+            };
+            engine
+                .create(dir.path().join(format!("f{i}")), &cfg)
+                .unwrap()
+        })
+        .collect();
+    let submitters = library_threads()
+        .difference(&threads_before)
+        .filter(|&&t| {
+            fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+                // (`comm` keeps 15 bytes of "writebehind-submit")
+                .is_ok_and(|n| n.starts_with("writebehind-sub"))
+        })
+        .count();
+    assert_eq!(
+        submitters, 1,
+        "{what}: the faulty file shares the engine's thread"
+    );
+    let mut models = vec![Vec::<u8>::new(); files.len()];
+    let mut rng = Rng::new(common::seed(&format!("one_faulty_file_of_eight {what}")));
+    let write = |i: usize, models: &mut Vec<Vec<u8>>, rng: &mut Rng| {
+        let off = (rng.next() % PAGES) as usize * PAGE;
+        let data = common::pattern(rng.next(), PAGE);
+        let r = files[i].write(off as u64, &data);
+        if i != BAD {
+            r.unwrap();
+            let model = &mut models[i];
+            if model.len() < off + PAGE {
+                model.resize(off + PAGE, 0);
+            }
+            model[off..off + PAGE].copy_from_slice(&data);
+        }
+    };
+    // Every file writes, then every file forces: only the bad one fails.
+    for i in 0..files.len() {
+        write(i, &mut models, &mut rng);
+    }
+    for (i, f) in files.iter().enumerate() {
+        if i == BAD {
+            assert_eq!(
+                common::err_of(&format!("{what}: bad force"), f.force()),
+                libc::EIO
+            );
+        } else {
+            f.force()
+                .unwrap_or_else(|e| panic!("{what}: file {i} force: {e}"));
+        }
+    }
+    let injected = faults.injected();
+    assert_eq!(
+        (injected.failed_writes, injected.failed_syncs),
+        match fault {
+            FileFault::Write => (1, 0),
+            FileFault::Sync => (0, 1),
+        },
+        "{what}: exactly the planned fault, on the bad file's own request"
+    );
+    // The failure is latched in the bad file; its siblings go on as if nothing happened.
+    for round in 0..200 {
+        let i = (rng.next() % files.len() as u64) as usize;
+        let f = &files[i];
+        if i == BAD {
+            let e = common::err_of(&format!("{what}: bad write"), f.write(0, &[9u8; 512]));
+            assert_eq!(e, libc::EIO, "{what}: a write after the failure");
+            assert_eq!(
+                common::err_of(&format!("{what}: bad force"), f.force()),
+                libc::EIO
+            );
+            continue;
+        }
+        match rng.next() % 10 {
+            0..=5 => write(i, &mut models, &mut rng),
+            6..=7 => {
+                let model = &models[i];
+                let mut buf = vec![0u8; model.len()];
+                f.read(0, &mut buf).unwrap();
+                assert!(
+                    buf == *model,
+                    "{what}: file {i} read differs (round {round})"
+                );
+            }
+            _ => f
+                .force()
+                .unwrap_or_else(|e| panic!("{what}: file {i} force: {e}")),
+        }
+        assert!(f.failure().is_none(), "{what}: file {i} failed");
+    }
+    assert!(files[BAD].failure().is_some());
+    for (i, f) in files.into_iter().enumerate() {
+        if i == BAD {
+            assert_eq!(
+                common::err_of(&format!("{what}: bad close"), f.close()),
+                libc::EIO
+            );
+            continue;
+        }
+        f.close()
+            .unwrap_or_else(|e| panic!("{what}: file {i} close: {e}"));
+        let on_disk = fs::read(dir.path().join(format!("f{i}"))).unwrap();
+        assert!(
+            on_disk == models[i],
+            "{what}: file {i} on disk differs from its model"
+        );
+    }
+}
+
+/// A write fault in one file fails that file only; its siblings on the engine go on.
 #[cfg(feature = "fault-injection")]
 #[test]
-fn a_fault_in_one_file_stays_in_that_file() {
-    use writebehind::fault::{Fault, FaultInjector};
+fn a_write_fault_in_one_file_stays_in_that_file() {
     let _s = serial();
     for backend in BACKENDS {
-        let dir = common::tempdir();
-        let engine = Engine::new(&EngineConfig::default().backend(backend)).unwrap();
-        let cfg = FileConfig::default();
-        let files: Vec<_> = (0..8)
-            .map(|i| {
-                engine
-                    .create(dir.path().join(format!("f{i}")), &cfg)
-                    .unwrap()
-            })
-            .collect();
-        let faults = FaultInjector::new();
-        faults.inject_write(0, Fault::Errno(libc::EIO));
-        let bad = engine
-            .create(dir.path().join("bad"), &cfg.clone().fault_injector(faults))
-            .unwrap();
-        bad.write(0, &[1u8; 4096]).unwrap();
-        for f in &files {
-            f.write(0, &[2u8; 4096]).unwrap();
-        }
-        assert_eq!(common::err_of("bad force", bad.force()), libc::EIO);
-        for f in &files {
-            f.force().unwrap();
-            f.write(4096, &[3u8; 4096]).unwrap();
-            f.force().unwrap();
-            assert!(f.failure().is_none());
-        }
-        assert_eq!(common::err_of("bad close", bad.close()), libc::EIO);
-        for (i, f) in files.into_iter().enumerate() {
-            f.close().unwrap();
-            let bytes = fs::read(dir.path().join(format!("f{i}"))).unwrap();
-            assert_eq!(bytes.len(), 8192);
-            assert!(bytes[..4096].iter().all(|&b| b == 2) && bytes[4096..].iter().all(|&b| b == 3));
-        }
+        one_faulty_file_of_eight(backend, FileFault::Write);
+    }
+}
+
+/// A sync fault in one file fails that file only; its siblings on the engine go on.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_sync_fault_in_one_file_stays_in_that_file() {
+    let _s = serial();
+    for backend in BACKENDS {
+        one_faulty_file_of_eight(backend, FileFault::Sync);
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A [`FaultInjector`] holds a plan shared between a test and the handle it configures;
 //! the engine wrapper `FaultyEngine` rewrites the completions of the real engine by that
-//! plan. The real I/O always happens first and only its reported result changes, so a
+//! plan. Under the feature every engine is wrapped, and the wrapper keeps one plan per
+//! file (by the file's slot, the high 32 bits of a request's `user_data`): a faulty file
+//! can share an engine with healthy ones, whose requests pass through untouched. The real I/O always happens first and only its reported result changes, so a
 //! faulted write is idempotent to retry (it rewrites bytes that are already there), and
 //! a faulted sync really did sync (tests of error paths must not rely on the opposite).
 //!
@@ -259,23 +261,37 @@ enum Tracked {
     Size,
 }
 
-/// An [`IoEngine`] that rewrites the completions of another by a [`FaultInjector`]'s plan.
+/// An [`IoEngine`] that rewrites the completions of another's requests, for each file
+/// that has a [`FaultInjector`], by that injector's plan.
 pub(crate) struct FaultyEngine {
     inner: Box<dyn IoEngine>,
-    injector: FaultInjector,
+    /// The injectors of the files that have one, by slot (`user_data >> 32`).
+    injectors: HashMap<u64, FaultInjector>,
+    /// Requests of files with an injector, by user_data, until their completion.
     tracked: HashMap<u64, Tracked>,
     /// Completions of syncs never performed ([`Mutation::SkipSyncs`]), for the next wait.
     fake: Vec<Completion>,
 }
 
+/// The slot of the file a request belongs to (see `engine/pass.rs`).
+fn slot_of(user_data: u64) -> u64 {
+    user_data >> 32
+}
+
 impl FaultyEngine {
-    pub(crate) fn new(inner: Box<dyn IoEngine>, injector: FaultInjector) -> Self {
+    /// Wraps `inner`; no file has faults until [`IoEngine::set_faults`] says so.
+    pub(crate) fn new(inner: Box<dyn IoEngine>) -> Self {
         FaultyEngine {
             inner,
-            injector,
+            injectors: HashMap::new(),
             tracked: HashMap::new(),
             fake: Vec::new(),
         }
+    }
+
+    /// The injector of the file whose request is `user_data`, if it has one.
+    fn injector(&self, user_data: u64) -> Option<FaultInjector> {
+        self.injectors.get(&slot_of(user_data)).cloned()
     }
 
     fn rewrite(&mut self, plan: &mut Plan, c: &mut Completion) {
@@ -413,8 +429,15 @@ impl IoEngine for FaultyEngine {
         iovcnt: u32,
         linked_sync: Option<u64>,
     ) -> io::Result<()> {
+        let Some(injector) = self.injector(user_data) else {
+            // SAFETY: forwarded unchanged under the same contract.
+            return unsafe {
+                self.inner
+                    .push_write(user_data, target, offset, iov, iovcnt, linked_sync)
+            };
+        };
         {
-            let mut plan = self.injector.plan();
+            let mut plan = injector.plan();
             let index = plan.write_pushes_seen;
             plan.write_pushes_seen += 1;
             if let Some(errno) = plan.push_refusals.remove(&index) {
@@ -430,7 +453,7 @@ impl IoEngine for FaultyEngine {
             let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
             iovs.iter().map(|v| v.iov_len as u64).sum()
         };
-        let fake_sync = linked_sync.is_some() && self.injector.plan().skip_syncs;
+        let fake_sync = linked_sync.is_some() && injector.plan().skip_syncs;
         let pass_on = if fake_sync { None } else { linked_sync };
         // SAFETY: forwarded unchanged (but for a skipped sync) under the same contract.
         unsafe {
@@ -453,7 +476,10 @@ impl IoEngine for FaultyEngine {
     }
 
     fn push_sync(&mut self, user_data: u64, fd: RawFd, mode: SyncMode) -> io::Result<()> {
-        if self.injector.plan().skip_syncs {
+        let Some(injector) = self.injector(user_data) else {
+            return self.inner.push_sync(user_data, fd, mode);
+        };
+        if injector.plan().skip_syncs {
             self.fake.push(Completion {
                 user_data,
                 result: 0,
@@ -468,8 +494,24 @@ impl IoEngine for FaultyEngine {
 
     fn push_size(&mut self, user_data: u64, fd: RawFd, change: SizeChange) -> io::Result<()> {
         self.inner.push_size(user_data, fd, change)?;
-        self.tracked.insert(user_data, Tracked::Size);
+        if self.injectors.contains_key(&slot_of(user_data)) {
+            self.tracked.insert(user_data, Tracked::Size);
+        }
         Ok(())
+    }
+
+    fn set_faults(&mut self, slot: usize, injector: Option<FaultInjector>) {
+        let slot = slot as u64;
+        match injector {
+            Some(injector) => {
+                self.injectors.insert(slot, injector);
+            }
+            None => {
+                // The file left with nothing in flight: no request of it is tracked.
+                debug_assert!(self.tracked.keys().all(|&ud| slot_of(ud) != slot));
+                self.injectors.remove(&slot);
+            }
+        }
     }
 
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
@@ -481,12 +523,16 @@ impl IoEngine for FaultyEngine {
             Some(Duration::ZERO)
         };
         self.inner.wait(timeout, out)?;
-        if out.len() > start {
-            let injector = self.injector.clone();
-            let mut plan = injector.plan();
-            for c in &mut out[start..] {
-                self.rewrite(&mut plan, c);
+        for i in start..out.len() {
+            let mut c = out[i];
+            if !self.tracked.contains_key(&c.user_data) {
+                continue;
             }
+            let Some(injector) = self.injector(c.user_data) else {
+                continue;
+            };
+            self.rewrite(&mut injector.plan(), &mut c);
+            out[i] = c;
         }
         // After the writes completed in this batch, as a linked sync would be.
         out.append(&mut self.fake);
@@ -582,8 +628,11 @@ mod tests {
         fn new(faults: &FaultInjector) -> Self {
             let fake = FakeEngine::default();
             let syncs = fake.syncs.clone();
+            let mut engine = FaultyEngine::new(Box::new(fake));
+            // The rig's user_data values are small: all of slot 0.
+            engine.set_faults(0, Some(faults.clone()));
             let mut rig = Rig {
-                engine: FaultyEngine::new(Box::new(fake), faults.clone()),
+                engine,
                 syncs,
                 data: vec![0u8; 8192],
                 iov: [libc::iovec {
@@ -724,6 +773,36 @@ mod tests {
             1,
             "no sync reached the engine after the mutation"
         );
+    }
+
+    #[test]
+    fn only_the_files_with_an_injector_are_faulted() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        faults.fail_all_writes_from(0, libc::EIO);
+        faults.fail_all_syncs_from(0, libc::EIO);
+        // Slot 1 (a sibling without an injector) on the same wrapper: untouched, and
+        // not counted in slot 0's plan.
+        let other = 1u64 << 32;
+        assert_eq!(
+            rig.write(other | 1, Some(other | 2)),
+            [c(other | 1, 8192), c(other | 2, 0)]
+        );
+        assert_eq!(rig.sync(other | 3), [c(other | 3, 0)]);
+        assert_eq!((faults.writes_seen(), faults.syncs_seen()), (0, 0));
+        assert_eq!(
+            rig.write(1, Some(2)),
+            [c(1, -libc::EIO), c(2, -libc::ECANCELED)]
+        );
+        // Slot 1 gets an injector of its own; slot 0 leaves and is faulted no more.
+        let theirs = FaultInjector::new();
+        theirs.inject_sync(0, libc::ENOSPC);
+        rig.engine.set_faults(1, Some(theirs.clone()));
+        rig.engine.set_faults(0, None);
+        assert_eq!(rig.sync(other | 4), [c(other | 4, -libc::ENOSPC)]);
+        assert_eq!(rig.sync(5), [c(5, 0)]);
+        assert_eq!(theirs.injected().failed_syncs, 1);
+        assert_eq!(faults.injected().failed_writes, 1);
     }
 
     #[test]
