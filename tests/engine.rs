@@ -500,6 +500,72 @@ fn a_sync_fault_in_one_file_stays_in_that_file() {
     }
 }
 
+/// An engine-wide failure: the backend's wait fails (as when `io_uring_enter` fails) three
+/// times in a row, after which the engine's thread gives up. Every file on the engine,
+/// not only the one whose injector planned it, reports the errno on write, force and
+/// close, and the stopped engine opens no more files.
+#[cfg(feature = "fault-injection")]
+fn engine_failure_fails_every_file(backend: Backend) {
+    use writebehind::fault::FaultInjector;
+    let what = format!("{backend:?}");
+    let dir = common::tempdir();
+    let engine = Engine::new(&EngineConfig::default().backend(backend)).unwrap();
+    let cfg = FileConfig::default();
+    let faults = FaultInjector::new();
+    let files: Vec<_> = (0..8)
+        .map(|i| {
+            let cfg = if i == 0 {
+                cfg.clone().fault_injector(faults.clone())
+            } else {
+                cfg.clone()
+            };
+            engine
+                .create(dir.path().join(format!("f{i}")), &cfg)
+                .unwrap()
+        })
+        .collect();
+    for f in &files {
+        f.write(0, &[1u8; 4096]).unwrap();
+        f.force().unwrap();
+    }
+    // As many failed waits in a row as the thread takes before it stops (pass.rs).
+    faults.fail_engine_waits(3, libc::ENXIO);
+    for (i, f) in files.iter().enumerate().rev() {
+        // The first write wakes the thread; later ones may already find the failure.
+        if let Err(e) = f.write(4096, &[2u8; 4096]) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "{what}: file {i}: {e}");
+        }
+    }
+    for (i, f) in files.iter().enumerate() {
+        let force = common::err_of(&format!("{what}: file {i} force"), f.force());
+        assert_eq!(force, libc::ENXIO, "{what}: file {i} force");
+        let write = common::err_of(&format!("{what}: file {i} write"), f.write(0, &[3u8; 512]));
+        assert_eq!(write, libc::ENXIO, "{what}: file {i} write");
+    }
+    assert_eq!(faults.injected().failed_waits, 3, "{what}");
+    for (i, f) in files.into_iter().enumerate() {
+        let close = common::err_of(&format!("{what}: file {i} close"), f.close());
+        assert_eq!(close, libc::ENXIO, "{what}: file {i} close");
+    }
+    // Every file has left: the thread has stopped (it marks the engine before letting go).
+    let open = engine.create(dir.path().join("late"), &cfg);
+    assert_eq!(
+        common::err_of(&format!("{what}: open after"), open),
+        libc::ENXIO
+    );
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn an_engine_failure_fails_every_file_with_its_errno() {
+    let _s = serial();
+    for backend in BACKENDS {
+        common::watchdog("engine_failure_fails_every_file", 60, move || {
+            engine_failure_fails_every_file(backend)
+        });
+    }
+}
+
 /// (voluntary context switches, CPU ns) of thread `tid`.
 fn usage(tid: u32) -> Option<(u64, u64)> {
     let status = fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;

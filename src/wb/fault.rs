@@ -72,6 +72,8 @@ pub struct Injected {
     pub failed_size_changes: u64,
     /// Write pushes the engine refused (see [`FaultInjector::refuse_write_push`]).
     pub refused_pushes: u64,
+    /// Waits of the whole engine that failed (see [`FaultInjector::fail_engine_waits`]).
+    pub failed_waits: u64,
 }
 
 impl Injected {
@@ -83,6 +85,7 @@ impl Injected {
             + self.cancelled_syncs
             + self.failed_size_changes
             + self.refused_pushes
+            + self.failed_waits
     }
 }
 
@@ -98,6 +101,8 @@ struct Plan {
     sync_faults: BTreeMap<u64, i32>,
     fail_writes_from: Option<(u64, i32)>,
     fail_syncs_from: Option<(u64, i32)>,
+    /// Engine waits still to fail, and their errno.
+    failing_waits: Option<(u64, i32)>,
     injected: Injected,
     skip_syncs: bool,
     sync_submitted: bool,
@@ -176,6 +181,16 @@ impl FaultInjector {
         plan.fail_syncs_from = Some((plan.syncs_seen.saturating_add(n), errno));
     }
 
+    /// Makes the next `count` waits of the *engine* this injector's file runs on fail
+    /// with `errno` before submitting anything, as if `io_uring_enter` itself failed: an
+    /// engine-wide failure, which fails every file on the engine, not only this one. The
+    /// engine's thread gives up after a few failed waits in a row
+    /// (`engine/pass.rs`). The thread may be asleep: wake it, by a write to any of its
+    /// files, for the failure to happen.
+    pub fn fail_engine_waits(&self, count: u64, errno: i32) {
+        self.plan().failing_waits = (count > 0).then_some((count, errno));
+    }
+
     /// Switches `mutation` on (for handles opened from now on, for
     /// [`Mutation::SyncSubmitted`]). There is no way back: use a fresh injector.
     /// Skipped syncs do not count in [`syncs_seen`](Self::syncs_seen).
@@ -205,6 +220,7 @@ impl FaultInjector {
         plan.push_refusals.clear();
         plan.fail_writes_from = None;
         plan.fail_syncs_from = None;
+        plan.failing_waits = None;
     }
 
     /// The faults applied so far.
@@ -515,6 +531,14 @@ impl IoEngine for FaultyEngine {
     }
 
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        for injector in self.injectors.values() {
+            let mut plan = injector.plan();
+            if let Some((count, errno)) = plan.failing_waits {
+                plan.failing_waits = (count > 1).then_some((count - 1, errno));
+                plan.injected.failed_waits += 1;
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+        }
         let start = out.len();
         // Completions of skipped syncs are ready now: do not block for real ones.
         let timeout = if self.fake.is_empty() {
@@ -803,6 +827,21 @@ mod tests {
         assert_eq!(rig.sync(5), [c(5, 0)]);
         assert_eq!(theirs.injected().failed_syncs, 1);
         assert_eq!(faults.injected().failed_writes, 1);
+    }
+
+    #[test]
+    fn engine_waits_fail_as_planned_then_recover() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        faults.fail_engine_waits(2, libc::ENXIO);
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let e = rig.engine.wait(None, &mut out).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ENXIO));
+        }
+        assert!(out.is_empty());
+        assert_eq!(rig.sync(1), [c(1, 0)]);
+        assert_eq!(faults.injected().failed_waits, 2);
     }
 
     #[test]
