@@ -547,16 +547,14 @@ impl IoEngine for FaultyEngine {
             Some(Duration::ZERO)
         };
         self.inner.wait(timeout, out)?;
-        for i in start..out.len() {
-            let mut c = out[i];
+        for c in &mut out[start..] {
             if !self.tracked.contains_key(&c.user_data) {
                 continue;
             }
             let Some(injector) = self.injector(c.user_data) else {
                 continue;
             };
-            self.rewrite(&mut injector.plan(), &mut c);
-            out[i] = c;
+            self.rewrite(&mut injector.plan(), c);
         }
         // After the writes completed in this batch, as a linked sync would be.
         out.append(&mut self.fake);
