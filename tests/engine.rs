@@ -287,15 +287,23 @@ fn a_thousand_files_on_one_engine() {
     }
 }
 
-/// Forces on 16 files that meet in one pass go to the kernel together: the pass pushes
-/// the requests of all 16 and one `io_uring_enter` submits them. Waiting for their
-/// completions takes more enters: each wait returns once some have completed.
+/// Forces on 16 files that meet in one pass go to the kernel together and come back
+/// together: the pass pushes the requests of all 16, one `io_uring_enter` submits them
+/// and waits for all their completions (a batch wait, `EngineConfig::batch_wait`, Linux
+/// 6.12+), and the only other enter is the idle wait the forces woke. 2 enters in all.
+///
+/// The batch wait here is 1 s so that the count does not depend on how fast this machine
+/// syncs 16 files; with the default (3 ms) the test prints the count too (2, now and then
+/// 3 under load), and without batching it is 13-30.
 #[cfg(feature = "fault-injection")]
-#[test]
-fn forces_on_sixteen_files_share_enters() {
-    let _s = serial();
+fn sixteen_forces(batch_wait: Duration) -> (u64, u64) {
     let dir = common::tempdir();
-    let engine = Engine::new(&EngineConfig::default().backend(Backend::IoUring)).unwrap();
+    let engine = Engine::new(
+        &EngineConfig::default()
+            .backend(Backend::IoUring)
+            .batch_wait(batch_wait),
+    )
+    .unwrap();
     // Nothing written back before the forces, and no preallocation (its zero fill must
     // land before the write, a pass later): the only requests are the forces' own.
     let cfg = FileConfig::default()
@@ -331,13 +339,25 @@ fn forces_on_sixteen_files_share_enters() {
     let submits = engine.submitting_enters() - submits_before;
     let syncs: u64 = files.iter().map(|f| f.stats().fsyncs).sum();
     eprintln!(
-        "16 forces: {enters} io_uring_enter calls, {submits} of them submitting; {syncs} syncs"
+        "16 forces, batch wait {batch_wait:?}: {enters} io_uring_enter calls, {submits} of \
+         them submitting; {syncs} syncs"
     );
     assert_eq!(syncs, 16);
+    (enters, submits)
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn forces_on_sixteen_files_cost_two_enters() {
+    let _s = serial();
+    let (enters, submits) = sixteen_forces(Duration::from_secs(1));
     assert!(
-        submits <= 2,
+        submits <= 1,
         "{submits} submitting enters for 16 forces in one pass"
     );
+    assert!(enters <= 2, "{enters} enters for 16 forces in one pass");
+    // The default window: printed, not asserted (it depends on the machine's syncs).
+    sixteen_forces(writebehind::DEFAULT_BATCH_WAIT);
 }
 
 /// Which fault the bad file of [`one_faulty_file_of_eight`] meets.
@@ -359,7 +379,6 @@ fn one_faulty_file_of_eight(backend: Backend, fault: FileFault) {
     use writebehind::fault::{Fault, FaultInjector};
     let what = format!("{backend:?} {fault:?}");
     let dir = common::tempdir();
-    let threads_before = library_threads();
     let engine = Engine::new(&EngineConfig::default().backend(backend)).unwrap();
     let cfg = FileConfig::default().max_dirty_age(Duration::from_millis(2));
     let faults = FaultInjector::new();
@@ -380,18 +399,6 @@ fn one_faulty_file_of_eight(backend: Backend, fault: FileFault) {
                 .unwrap()
         })
         .collect();
-    let submitters = library_threads()
-        .difference(&threads_before)
-        .filter(|&&t| {
-            fs::read_to_string(format!("/proc/self/task/{t}/comm"))
-                // (`comm` keeps 15 bytes of "writebehind-submit")
-                .is_ok_and(|n| n.starts_with("writebehind-sub"))
-        })
-        .count();
-    assert_eq!(
-        submitters, 1,
-        "{what}: the faulty file shares the engine's thread"
-    );
     let mut models = vec![Vec::<u8>::new(); files.len()];
     let mut rng = Rng::new(common::seed(&format!("one_faulty_file_of_eight {what}")));
     let write = |i: usize, models: &mut Vec<Vec<u8>>, rng: &mut Rng| {
@@ -462,6 +469,25 @@ fn one_faulty_file_of_eight(backend: Backend, fault: FileFault) {
         assert!(f.failure().is_none(), "{what}: file {i} failed");
     }
     assert!(files[BAD].failure().is_some());
+    // The bad file runs on the shared engine: the same enter count as its siblings, read
+    // while the engine's thread is held between passes (a private engine would count
+    // only the bad file's few enters).
+    {
+        let _hold = engine.hold_passes();
+        thread::sleep(Duration::from_millis(10));
+        let of = |f: &WriteBehindFile| f.stats().engine_enters;
+        assert_eq!(
+            of(&files[BAD]),
+            of(&files[0]),
+            "{what}: not on the shared engine"
+        );
+        if backend == Backend::IoUring {
+            assert!(
+                of(&files[0]) > 20,
+                "{what}: the shared engine entered the kernel"
+            );
+        }
+    }
     for (i, f) in files.into_iter().enumerate() {
         if i == BAD {
             assert_eq!(
@@ -542,12 +568,13 @@ fn engine_failure_fails_every_file(backend: Backend) {
         let write = common::err_of(&format!("{what}: file {i} write"), f.write(0, &[3u8; 512]));
         assert_eq!(write, libc::ENXIO, "{what}: file {i} write");
     }
-    assert_eq!(faults.injected().failed_waits, 3, "{what}");
     for (i, f) in files.into_iter().enumerate() {
         let close = common::err_of(&format!("{what}: file {i} close"), f.close());
         assert_eq!(close, libc::ENXIO, "{what}: file {i} close");
     }
-    // Every file has left: the thread has stopped (it marks the engine before letting go).
+    // Every file has left: the thread has stopped (it marks the engine before letting go),
+    // after as many failed waits as it takes.
+    assert_eq!(faults.injected().failed_waits, 3, "{what}");
     let open = engine.create(dir.path().join("late"), &cfg);
     assert_eq!(
         common::err_of(&format!("{what}: open after"), open),

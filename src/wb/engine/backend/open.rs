@@ -52,7 +52,7 @@ pub(crate) fn thread_workers(cfg: &EngineConfig) -> usize {
 
 fn uring(cfg: &EngineConfig) -> io::Result<Box<dyn IoEngine>> {
     match UringEngine::new(cfg.ring_entries, cfg.io_worker_cap()) {
-        Ok(engine) => Ok(Box::new(engine)),
+        Ok(engine) => Ok(Box::new(engine.batch_wait(cfg.batch_wait))),
         Err(e) => {
             let code = errno(&e).unwrap_or(libc::EIO);
             Err(os_msg(code, format!("io_uring setup failed: {e}")))
