@@ -577,11 +577,15 @@ impl IoEngine for UringEngine {
         // Not ready: wait for one completion or wake-up; with a batch wait, for every
         // request in flight, or for those that have completed when the batch wait ends.
         // A wake-up signalled and not yet read is sure to complete the armed read: it
-        // counts too, or the batch would end one completion short.
+        // counts too, or the batch would end one completion short. Never more than the
+        // completion queue holds (the rest would wait in the overflow list).
         let want = match (ready, self.in_flight, self.batch_wait) {
             (true, _, _) => 0,
             (false, 0, _) | (false, _, None) => 1,
-            (false, n, Some(_)) => n + usize::from(self.waker.pending.load(Ordering::Acquire)),
+            (false, n, Some(_)) => {
+                let wake = usize::from(self.waker.pending.load(Ordering::Acquire));
+                (n + wake).min(self.ring.params().cq_entries() as usize)
+            }
         };
         let res = self.enter(want as u32, timeout);
         let refused = match res {
