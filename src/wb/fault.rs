@@ -186,7 +186,8 @@ impl FaultInjector {
     /// engine-wide failure, which fails every file on the engine, not only this one. The
     /// engine's thread gives up after a few failed waits in a row
     /// (`engine/pass.rs`). The thread may be asleep: wake it, by a write to any of its
-    /// files, for the failure to happen.
+    /// files, for the failure to happen. The plan acts only while this injector's file
+    /// is on the engine: keep it open until the engine has stopped.
     pub fn fail_engine_waits(&self, count: u64, errno: i32) {
         self.plan().failing_waits = (count > 0).then_some((count, errno));
     }
