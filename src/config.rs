@@ -220,8 +220,9 @@ impl Config {
         self
     }
 
-    /// Test hook (feature `fault-injection`): completions of the handle's engine are
-    /// rewritten according to `injector`'s plan.
+    /// Test hook (feature `fault-injection`): completions of the handle's requests are
+    /// rewritten according to `injector`'s plan (those of other files on the same engine
+    /// are not).
     #[cfg(feature = "fault-injection")]
     pub fn fault_injector(mut self, injector: crate::fault::FaultInjector) -> Self {
         self.fault_injector = Some(injector);
@@ -331,6 +332,7 @@ pub struct EngineConfig {
     pub(crate) queue_depth: u32,
     pub(crate) ring_entries: u32,
     pub(crate) io_workers: Option<u32>,
+    pub(crate) batch_wait: Duration,
 }
 
 impl Default for EngineConfig {
@@ -341,6 +343,11 @@ impl Default for EngineConfig {
 
 /// The most io_uring workers (io-wq) per CPU an engine allows by default.
 pub const DEFAULT_IO_WORKERS_PER_CPU: u32 = 4;
+
+/// How long an engine's thread waits for a batch of completions by default (see
+/// [`EngineConfig::batch_wait`]): longer than the spread of 16 fsyncs submitted together
+/// here (1-3 ms, docs/benchmarks.md), short next to a loaded fsync's p99.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(3);
 
 impl EngineConfig {
     /// The I/O backend (default [`Backend::Auto`]; probed once per engine).
@@ -371,6 +378,19 @@ impl EngineConfig {
         self
     }
 
+    /// How long the engine's thread, with several requests in flight, waits for all of
+    /// them before it takes those that have completed (io_uring on Linux 6.12+, the
+    /// `min_wait_usec` of `IORING_FEAT_MIN_TIMEOUT`; ignored elsewhere). Completions
+    /// that come close together are then reaped by one `io_uring_enter`: 16 forces on 16
+    /// files submitted together cost 2 enters, not one per completion. A lone request
+    /// is waited for alone, so its completion is never delayed; but while several are in
+    /// flight, a wake-up (a new write or force on any file) may wait up to this long for
+    /// the thread. Default [`DEFAULT_BATCH_WAIT`]; 0 turns batching off; at most 1 s.
+    pub fn batch_wait(mut self, wait: Duration) -> Self {
+        self.batch_wait = wait;
+        self
+    }
+
     /// The io-wq cap this configuration asks for (see [`io_workers`](Self::io_workers)).
     pub fn io_worker_cap(&self) -> u32 {
         self.io_workers.unwrap_or_else(|| {
@@ -385,6 +405,15 @@ impl EngineConfig {
             return Err(os_msg(
                 libc::EINVAL,
                 "invalid EngineConfig: io_workers must be at least 1",
+            ));
+        }
+        if self.batch_wait > Duration::from_secs(1) {
+            return Err(os_msg(
+                libc::EINVAL,
+                format!(
+                    "invalid EngineConfig: batch_wait {:?} must be at most 1 s",
+                    self.batch_wait
+                ),
             ));
         }
         Config::assemble(self, &FileConfig::default()).validate()
@@ -505,6 +534,7 @@ impl Config {
             queue_depth: self.queue_depth,
             ring_entries: self.ring_entries,
             io_workers: self.io_workers,
+            batch_wait: DEFAULT_BATCH_WAIT,
         }
     }
 
@@ -562,6 +592,16 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_nonsense_is_not() {
         assert!(Config::default().validate().is_ok());
+        let engine = EngineConfig::default();
+        assert_eq!(engine.batch_wait, DEFAULT_BATCH_WAIT);
+        for ok in [Duration::ZERO, Duration::from_secs(1)] {
+            assert!(engine.clone().batch_wait(ok).validate().is_ok(), "{ok:?}");
+        }
+        let e = engine
+            .batch_wait(Duration::from_millis(1001))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("batch_wait"), "{e}");
         for bad in [
             Config::default().buffer_bytes(0),
             Config::default().max_blocks(0),

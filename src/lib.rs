@@ -36,8 +36,8 @@ mod wb;
 pub use aligned::AlignedBuf;
 pub use buffer::{ReadBuffer, WriteBuffer};
 pub use config::{
-    Backend, Config, EngineConfig, FileConfig, SyncMode, DEFAULT_IO_WORKERS_PER_CPU,
-    DEFAULT_MAX_IO_BYTES,
+    Backend, Config, EngineConfig, FileConfig, SyncMode, DEFAULT_BATCH_WAIT,
+    DEFAULT_IO_WORKERS_PER_CPU, DEFAULT_MAX_IO_BYTES,
 };
 pub use error::{errno, OsError};
 pub use file::FileHandle;

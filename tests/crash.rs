@@ -22,6 +22,10 @@
 //! With preallocation (on by default) the file may also end with zero-filled space the
 //! handle kept ready past its end, at most the 1 MiB window (and reads as zeros).
 //!
+//! The `*_engine_*` tests run [`crash_engine_child`] instead: four files on one `Engine`,
+//! each written and forced as above by a thread of its own (protocol lines name their
+//! file), and check every file after each kill.
+//!
 //! The file then stays as it is for the next child, which reopens it and continues. What
 //! a SIGKILL can show: a `force` acknowledged before its writes were handed to the kernel
 //! (buffered bytes die with the process). What it cannot show: a missing fsync (the
@@ -46,10 +50,12 @@ use std::time::{Duration, Instant};
 
 use common::child::Intent;
 use common::{big_block, pattern, small_block, Rng};
-use writebehind::{Backend, Config, Handle, WriteBehindFile};
+use writebehind::{Backend, Config, Engine, Handle, WriteBehindFile};
 
 /// Kills per test (`WB_CRASH_KILLS` overrides).
 const KILLS: usize = 20;
+/// Kills per engine test (each checks [`ENGINE_FILES`] files).
+const ENGINE_KILLS: usize = 10;
 /// The child stops appending past this size and only rewrites, so files stay small.
 const MAX_FILE: u64 = 4 << 20;
 /// Protocol lines start with this (the test harness prints its own lines too).
@@ -101,14 +107,68 @@ fn crash_child() {
         }
     })
     .expect("open the crash file");
-    let (unit, page) = (small_block(h.alignment()), big_block(h.alignment()));
+    write_forever(&h, 0, seed);
+}
+
+/// The child of the engine crash tests: [`ENGINE_FILES`] files (`WB_CRASH_PATH` with
+/// the file's number appended) on one `Engine`, each written and forced by a thread of
+/// its own, so that their forces meet in the engine's passes. Announces each file's
+/// steps as [`crash_child`] does, each line naming its file.
+#[test]
+#[ignore = "child process of the crash tests"]
+fn crash_engine_child() {
+    let Some(path) = child_start() else { return };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let backend = backend_by_name(&var("WB_CRASH_BACKEND"));
+    let direct = var("WB_CRASH_DIRECT") == "1";
+    let seed: u64 = var("WB_CRASH_SEED").parse().unwrap();
+    let cfg = config(backend, direct);
+    let engine = Engine::new(&cfg.engine_config()).expect("start the engine");
+    let files: Vec<WriteBehindFile> = (0..ENGINE_FILES)
+        .map(|i| {
+            let path = engine_file(Path::new(&path), i);
+            common::retry_would_block(|| {
+                if path.exists() {
+                    engine.open(&path, &cfg.file_config())
+                } else {
+                    engine.create(&path, &cfg.file_config())
+                }
+            })
+            .expect("open a crash file")
+        })
+        .collect();
+    thread::scope(|s| {
+        for (i, h) in files.iter().enumerate() {
+            s.spawn(move || write_forever(h, i, seed ^ ((i as u64) << 48)));
+        }
+    });
+}
+
+/// Files of the engine crash tests.
+const ENGINE_FILES: usize = 4;
+
+/// The path of file `i` of the engine crash tests.
+fn engine_file(path: &Path, i: usize) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{i}"));
+    p.into()
+}
+
+/// Announces `line` about file `file` on stdout: `letter file rest`. Written and flushed
+/// before the call it announces, so a write whose bytes reach the file is always known
+/// to the parent; one line at a time, whichever thread says it.
+fn say(file: usize, line: &str) {
+    let (letter, rest) = line.split_at(1);
     let mut out = std::io::stdout().lock();
-    let mut say = |line: String| {
-        // Written and flushed before the call it announces: a write whose bytes reach
-        // the file is always known to the parent.
-        out.write_all(format!("{TAG}{line}\n").as_bytes()).unwrap();
-        out.flush().unwrap();
-    };
+    out.write_all(format!("{TAG}{letter} {file}{rest}\n").as_bytes())
+        .unwrap();
+    out.flush().unwrap();
+}
+
+/// Writes to `h` (announced as file `file`) and forces, until the process is killed.
+fn write_forever(h: &WriteBehindFile, file: usize, seed: u64) {
+    let (unit, page) = (small_block(h.alignment()), big_block(h.alignment()));
+    let say = |line: String| say(file, &line);
     say(format!("S {}", h.end_position()));
     let mut rng = Rng::new(seed);
     loop {
@@ -220,8 +280,10 @@ fn explain(history: &History, got: &[u8], at: usize) -> String {
     }
 }
 
-/// One child run: spawn, wait until ready, kill after `delay`, return its protocol lines.
+/// One run of the child test `name` (`crash_child` or `crash_engine_child`): spawn, wait
+/// until ready, kill after `delay`, return its protocol lines.
 fn run_child(
+    name: &str,
     path: &Path,
     (backend, direct): (&str, bool),
     throttle: Option<&Throttle>,
@@ -232,7 +294,7 @@ fn run_child(
         ("WB_CRASH_BACKEND", backend),
         ("WB_CRASH_DIRECT", if direct { "1" } else { "0" }),
     ];
-    run_named_child("crash_child", path, &env, throttle, seed, delay)
+    run_named_child(name, path, &env, throttle, seed, delay)
 }
 
 /// [`run_child`] for the child test `name`, with extra environment `env`.
@@ -347,7 +409,13 @@ fn verify(
 /// `throttle_bps`: run the children with their writes throttled to that many bytes per
 /// second (a slow device), when a cgroup can be made.
 fn crash_loop(backend: &str, direct: bool, throttle_bps: Option<u64>) {
-    crash_loop_in(None, backend, direct, throttle_bps, None);
+    crash_loop_in(None, backend, direct, throttle_bps, None, false);
+}
+
+/// [`crash_loop`] with [`ENGINE_FILES`] files on one `Engine` in the child
+/// ([`crash_engine_child`]), `kills` kills: every file is checked after each.
+fn engine_crash_loop(backend: &str, direct: bool, kills: usize) {
+    crash_loop_in(None, backend, direct, None, Some(kills), true);
 }
 
 /// [`crash_loop`] on a fresh loop-mounted file system of `fstype` (with `kills` kills).
@@ -362,20 +430,101 @@ fn crash_loop_on(fstype: &'static str, bytes: u64, backend: &str, direct: bool, 
         direct,
         None,
         Some(kills),
+        false,
     );
 }
 
+/// What the parent knows of one file: the bytes it holds after the last check with the
+/// acknowledged steps since applied, every write announced, and, since the last kill, the
+/// steps not acknowledged yet and how far its head was dropped.
+#[derive(Default)]
+struct Known {
+    model: Vec<u8>,
+    history: History,
+    pending: Vec<Intent>,
+    dropped_below: u64,
+}
+
+impl Known {
+    /// Takes one protocol line about this file (`letter`, then `fields`) of the child run
+    /// `kill`; returns whether it acknowledged a force.
+    fn take<'a>(
+        &mut self,
+        kill: usize,
+        letter: &str,
+        mut f: impl Iterator<Item = &'a str>,
+        what: &str,
+    ) -> bool {
+        match letter {
+            "W" => {
+                let w = Intent::parse(f);
+                self.history.push((kill, w.clone(), false));
+                self.pending.push(w);
+            }
+            "P" => {
+                let to = f.next().unwrap().parse::<u64>().unwrap();
+                self.dropped_below = self.dropped_below.max(to);
+            }
+            "T" => {
+                let off = f.next().unwrap().parse::<u64>().unwrap();
+                let t = Intent::set_len(off);
+                self.pending.push(t.clone());
+                self.history.push((kill, t, false));
+            }
+            "F" => {
+                let n = self.pending.len();
+                for (_, _, acked) in self.history.iter_mut().rev().take(n) {
+                    *acked = true;
+                }
+                for w in self.pending.drain(..) {
+                    w.apply(&mut self.model);
+                }
+                return true;
+            }
+            "S" => {
+                let at: u64 = f.next().unwrap().parse().unwrap();
+                assert!(
+                    at >= self.model.len() as u64,
+                    "{what}: the child started at {at}"
+                );
+            }
+            _ => panic!("{what}: bad protocol line {letter} ..."),
+        }
+        false
+    }
+
+    /// Checks the file at `path` after a kill (see [`verify`]) and starts the next run
+    /// from what it holds.
+    fn check(&mut self, path: &Path, cfg: &Config, what: &str) -> usize {
+        let in_doubt = self.pending.len();
+        self.model = verify(
+            path,
+            cfg,
+            &self.model,
+            &self.pending,
+            &self.history,
+            self.dropped_below,
+            what,
+        );
+        self.pending.clear();
+        self.dropped_below = 0;
+        in_doubt
+    }
+}
+
 /// The loop itself, in a temp dir under `on` (a file system's name and mount point) or
-/// under target/tmp.
+/// under target/tmp; with `engine`, the child runs [`ENGINE_FILES`] files on one engine.
 fn crash_loop_in(
     on: Option<(&str, &Path)>,
     backend: &str,
     direct: bool,
     throttle_bps: Option<u64>,
     kills: Option<usize>,
+    engine: bool,
 ) {
     let name = format!(
-        "crash {backend}{}{}{}",
+        "crash {backend}{}{}{}{}",
+        if engine { " engine" } else { "" },
         on.map(|(fs, _)| format!(" on {fs}")).unwrap_or_default(),
         if direct { " direct" } else { "" },
         if throttle_bps.is_some() {
@@ -391,10 +540,14 @@ fn crash_loop_in(
         None => common::tempdir(),
     };
     let path = dir.path().join("crash");
+    let paths: Vec<_> = if engine {
+        (0..ENGINE_FILES).map(|i| engine_file(&path, i)).collect()
+    } else {
+        vec![path.clone()]
+    };
     let throttle = throttle_bps.and_then(|bps| Throttle::or_say_why(dir.path(), bps, &name));
     let cfg = config(backend_by_name(backend), direct);
-    let mut model: Vec<u8> = Vec::new();
-    let mut history = History::new();
+    let mut files: Vec<Known> = paths.iter().map(|_| Known::default()).collect();
     let (mut acks, mut in_doubt, started) = (0usize, 0usize, Instant::now());
     let kills =
         std::env::var("WB_CRASH_KILLS").map_or(kills.unwrap_or(KILLS), |k| k.parse().unwrap());
@@ -402,67 +555,38 @@ fn crash_loop_in(
         let delay = Duration::from_millis(rng.range(20, 150));
         let child_seed = rng.next();
         let lines = run_child(
+            if engine {
+                "crash_engine_child"
+            } else {
+                "crash_child"
+            },
             &path,
             (backend, direct),
             throttle.as_ref(),
             child_seed,
             delay,
         );
-        let mut pending = Vec::new();
-        let mut dropped_below = 0;
         for line in &lines {
             let mut f = line.split(' ');
-            match f.next() {
-                Some("W") => {
-                    pending.push(Intent::parse(f));
-                    history.push((kill, pending[pending.len() - 1].clone(), false));
-                }
-                Some("P") => {
-                    let to = f.next().unwrap().parse::<u64>().unwrap();
-                    dropped_below = dropped_below.max(to);
-                }
-                Some("T") => {
-                    let off = f.next().unwrap().parse::<u64>().unwrap();
-                    let t = Intent::set_len(off);
-                    pending.push(t.clone());
-                    history.push((kill, t, false));
-                }
-                Some("F") => {
-                    for (_, _, acked) in history.iter_mut().rev().take(pending.len()) {
-                        *acked = true;
-                    }
-                    for w in pending.drain(..) {
-                        w.apply(&mut model);
-                    }
-                    acks += 1;
-                }
-                Some("S") => {
-                    let at: u64 = f.next().unwrap().parse().unwrap();
-                    assert!(
-                        at >= model.len() as u64,
-                        "{name}: the child started at {at}"
-                    );
-                }
-                _ => panic!("{name}: bad protocol line {line:?}"),
-            }
+            let letter = f.next().unwrap_or_default();
+            let file: usize = f.next().and_then(|i| i.parse().ok()).unwrap_or(usize::MAX);
+            let known = files
+                .get_mut(file)
+                .unwrap_or_else(|| panic!("{name}: bad protocol line {line:?}"));
+            acks += usize::from(known.take(kill, letter, f, &name));
         }
-        in_doubt += pending.len();
-        let what =
-            format!("{name}, kill {kill} after {delay:?} (seed {seed}, child seed {child_seed})");
-        model = verify(
-            &path,
-            &cfg,
-            &model,
-            &pending,
-            &history,
-            dropped_below,
-            &what,
-        );
+        for (i, (known, path)) in files.iter_mut().zip(&paths).enumerate() {
+            let what = format!(
+                "{name}, file {i}, kill {kill} after {delay:?} (seed {seed}, child seed \
+                 {child_seed})"
+            );
+            in_doubt += known.check(path, &cfg, &what);
+        }
     }
+    let bytes: Vec<usize> = files.iter().map(|k| k.model.len()).collect();
     eprintln!(
         "{name}: {kills} kills, {acks} acknowledged forces checked, {in_doubt} writes in \
-         flight at the kills, file {} bytes, {:?}",
-        model.len(),
+         flight at the kills, files of {bytes:?} bytes, {:?}",
         started.elapsed()
     );
     // A kill can land before a slow child (a loaded machine, a fresh loop-mounted file
@@ -471,6 +595,17 @@ fn crash_loop_in(
         acks >= kills.div_ceil(2),
         "{name}: only {acks} forces were acknowledged in {kills} runs: too little was tested"
     );
+    if engine {
+        // Every file of the engine was written and forced, not only the first.
+        let per_file: Vec<usize> = files
+            .iter()
+            .map(|k| k.history.iter().filter(|(_, _, acked)| *acked).count())
+            .collect();
+        assert!(
+            per_file.iter().all(|&n| n > 0),
+            "{name}: acknowledged writes per file {per_file:?}: a file was never tested"
+        );
+    }
 }
 
 #[test]
@@ -486,6 +621,23 @@ fn sigkill_never_loses_an_acknowledged_force_threads() {
 #[test]
 fn sigkill_never_loses_an_acknowledged_force_io_uring_direct() {
     crash_loop("io_uring", true, None);
+}
+
+/// Four files on one `Engine` in the child, each written and forced by its own thread:
+/// every acknowledged force is intact in every file after each kill.
+#[test]
+fn sigkill_never_loses_an_acknowledged_force_engine_io_uring() {
+    engine_crash_loop("io_uring", false, ENGINE_KILLS);
+}
+
+#[test]
+fn sigkill_never_loses_an_acknowledged_force_engine_io_uring_direct() {
+    engine_crash_loop("io_uring", true, ENGINE_KILLS);
+}
+
+#[test]
+fn sigkill_never_loses_an_acknowledged_force_engine_threads() {
+    engine_crash_loop("threads", false, ENGINE_KILLS);
 }
 
 /// On a journaled ext4 and on XFS (loop-mounted images), where preallocation, hole

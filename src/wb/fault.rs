@@ -2,7 +2,9 @@
 //!
 //! A [`FaultInjector`] holds a plan shared between a test and the handle it configures;
 //! the engine wrapper `FaultyEngine` rewrites the completions of the real engine by that
-//! plan. The real I/O always happens first and only its reported result changes, so a
+//! plan. Under the feature every engine is wrapped, and the wrapper keeps one plan per
+//! file (by the file's slot, the high 32 bits of a request's `user_data`): a faulty file
+//! can share an engine with healthy ones, whose requests pass through untouched. The real I/O always happens first and only its reported result changes, so a
 //! faulted write is idempotent to retry (it rewrites bytes that are already there), and
 //! a faulted sync really did sync (tests of error paths must not rely on the opposite).
 //!
@@ -70,6 +72,8 @@ pub struct Injected {
     pub failed_size_changes: u64,
     /// Write pushes the engine refused (see [`FaultInjector::refuse_write_push`]).
     pub refused_pushes: u64,
+    /// Waits of the whole engine that failed (see [`FaultInjector::fail_engine_waits`]).
+    pub failed_waits: u64,
 }
 
 impl Injected {
@@ -81,6 +85,7 @@ impl Injected {
             + self.cancelled_syncs
             + self.failed_size_changes
             + self.refused_pushes
+            + self.failed_waits
     }
 }
 
@@ -96,6 +101,8 @@ struct Plan {
     sync_faults: BTreeMap<u64, i32>,
     fail_writes_from: Option<(u64, i32)>,
     fail_syncs_from: Option<(u64, i32)>,
+    /// Engine waits still to fail, and their errno.
+    failing_waits: Option<(u64, i32)>,
     injected: Injected,
     skip_syncs: bool,
     sync_submitted: bool,
@@ -174,6 +181,17 @@ impl FaultInjector {
         plan.fail_syncs_from = Some((plan.syncs_seen.saturating_add(n), errno));
     }
 
+    /// Makes the next `count` waits of the *engine* this injector's file runs on fail
+    /// with `errno` before submitting anything, as if `io_uring_enter` itself failed: an
+    /// engine-wide failure, which fails every file on the engine, not only this one. The
+    /// engine's thread gives up after a few failed waits in a row
+    /// (`engine/pass.rs`). The thread may be asleep: wake it, by a write to any of its
+    /// files, for the failure to happen. The plan acts only while this injector's file
+    /// is on the engine: keep it open until the engine has stopped.
+    pub fn fail_engine_waits(&self, count: u64, errno: i32) {
+        self.plan().failing_waits = (count > 0).then_some((count, errno));
+    }
+
     /// Switches `mutation` on (for handles opened from now on, for
     /// [`Mutation::SyncSubmitted`]). There is no way back: use a fresh injector.
     /// Skipped syncs do not count in [`syncs_seen`](Self::syncs_seen).
@@ -203,6 +221,7 @@ impl FaultInjector {
         plan.push_refusals.clear();
         plan.fail_writes_from = None;
         plan.fail_syncs_from = None;
+        plan.failing_waits = None;
     }
 
     /// The faults applied so far.
@@ -259,23 +278,37 @@ enum Tracked {
     Size,
 }
 
-/// An [`IoEngine`] that rewrites the completions of another by a [`FaultInjector`]'s plan.
+/// An [`IoEngine`] that rewrites the completions of another's requests, for each file
+/// that has a [`FaultInjector`], by that injector's plan.
 pub(crate) struct FaultyEngine {
     inner: Box<dyn IoEngine>,
-    injector: FaultInjector,
+    /// The injectors of the files that have one, by slot (`user_data >> 32`).
+    injectors: HashMap<u64, FaultInjector>,
+    /// Requests of files with an injector, by user_data, until their completion.
     tracked: HashMap<u64, Tracked>,
     /// Completions of syncs never performed ([`Mutation::SkipSyncs`]), for the next wait.
     fake: Vec<Completion>,
 }
 
+/// The slot of the file a request belongs to (see `engine/pass.rs`).
+fn slot_of(user_data: u64) -> u64 {
+    user_data >> 32
+}
+
 impl FaultyEngine {
-    pub(crate) fn new(inner: Box<dyn IoEngine>, injector: FaultInjector) -> Self {
+    /// Wraps `inner`; no file has faults until [`IoEngine::set_faults`] says so.
+    pub(crate) fn new(inner: Box<dyn IoEngine>) -> Self {
         FaultyEngine {
             inner,
-            injector,
+            injectors: HashMap::new(),
             tracked: HashMap::new(),
             fake: Vec::new(),
         }
+    }
+
+    /// The injector of the file whose request is `user_data`, if it has one.
+    fn injector(&self, user_data: u64) -> Option<FaultInjector> {
+        self.injectors.get(&slot_of(user_data)).cloned()
     }
 
     fn rewrite(&mut self, plan: &mut Plan, c: &mut Completion) {
@@ -413,8 +446,15 @@ impl IoEngine for FaultyEngine {
         iovcnt: u32,
         linked_sync: Option<u64>,
     ) -> io::Result<()> {
+        let Some(injector) = self.injector(user_data) else {
+            // SAFETY: forwarded unchanged under the same contract.
+            return unsafe {
+                self.inner
+                    .push_write(user_data, target, offset, iov, iovcnt, linked_sync)
+            };
+        };
         {
-            let mut plan = self.injector.plan();
+            let mut plan = injector.plan();
             let index = plan.write_pushes_seen;
             plan.write_pushes_seen += 1;
             if let Some(errno) = plan.push_refusals.remove(&index) {
@@ -430,7 +470,7 @@ impl IoEngine for FaultyEngine {
             let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
             iovs.iter().map(|v| v.iov_len as u64).sum()
         };
-        let fake_sync = linked_sync.is_some() && self.injector.plan().skip_syncs;
+        let fake_sync = linked_sync.is_some() && injector.plan().skip_syncs;
         let pass_on = if fake_sync { None } else { linked_sync };
         // SAFETY: forwarded unchanged (but for a skipped sync) under the same contract.
         unsafe {
@@ -453,7 +493,10 @@ impl IoEngine for FaultyEngine {
     }
 
     fn push_sync(&mut self, user_data: u64, fd: RawFd, mode: SyncMode) -> io::Result<()> {
-        if self.injector.plan().skip_syncs {
+        let Some(injector) = self.injector(user_data) else {
+            return self.inner.push_sync(user_data, fd, mode);
+        };
+        if injector.plan().skip_syncs {
             self.fake.push(Completion {
                 user_data,
                 result: 0,
@@ -468,11 +511,35 @@ impl IoEngine for FaultyEngine {
 
     fn push_size(&mut self, user_data: u64, fd: RawFd, change: SizeChange) -> io::Result<()> {
         self.inner.push_size(user_data, fd, change)?;
-        self.tracked.insert(user_data, Tracked::Size);
+        if self.injectors.contains_key(&slot_of(user_data)) {
+            self.tracked.insert(user_data, Tracked::Size);
+        }
         Ok(())
     }
 
+    fn set_faults(&mut self, slot: usize, injector: Option<FaultInjector>) {
+        let slot = slot as u64;
+        match injector {
+            Some(injector) => {
+                self.injectors.insert(slot, injector);
+            }
+            None => {
+                // The file left with nothing in flight: no request of it is tracked.
+                debug_assert!(self.tracked.keys().all(|&ud| slot_of(ud) != slot));
+                self.injectors.remove(&slot);
+            }
+        }
+    }
+
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        for injector in self.injectors.values() {
+            let mut plan = injector.plan();
+            if let Some((count, errno)) = plan.failing_waits {
+                plan.failing_waits = (count > 1).then_some((count - 1, errno));
+                plan.injected.failed_waits += 1;
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+        }
         let start = out.len();
         // Completions of skipped syncs are ready now: do not block for real ones.
         let timeout = if self.fake.is_empty() {
@@ -481,12 +548,14 @@ impl IoEngine for FaultyEngine {
             Some(Duration::ZERO)
         };
         self.inner.wait(timeout, out)?;
-        if out.len() > start {
-            let injector = self.injector.clone();
-            let mut plan = injector.plan();
-            for c in &mut out[start..] {
-                self.rewrite(&mut plan, c);
+        for c in &mut out[start..] {
+            if !self.tracked.contains_key(&c.user_data) {
+                continue;
             }
+            let Some(injector) = self.injector(c.user_data) else {
+                continue;
+            };
+            self.rewrite(&mut injector.plan(), c);
         }
         // After the writes completed in this batch, as a linked sync would be.
         out.append(&mut self.fake);
@@ -582,8 +651,11 @@ mod tests {
         fn new(faults: &FaultInjector) -> Self {
             let fake = FakeEngine::default();
             let syncs = fake.syncs.clone();
+            let mut engine = FaultyEngine::new(Box::new(fake));
+            // The rig's user_data values are small: all of slot 0.
+            engine.set_faults(0, Some(faults.clone()));
             let mut rig = Rig {
-                engine: FaultyEngine::new(Box::new(fake), faults.clone()),
+                engine,
                 syncs,
                 data: vec![0u8; 8192],
                 iov: [libc::iovec {
@@ -724,6 +796,51 @@ mod tests {
             1,
             "no sync reached the engine after the mutation"
         );
+    }
+
+    #[test]
+    fn only_the_files_with_an_injector_are_faulted() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        faults.fail_all_writes_from(0, libc::EIO);
+        faults.fail_all_syncs_from(0, libc::EIO);
+        // Slot 1 (a sibling without an injector) on the same wrapper: untouched, and
+        // not counted in slot 0's plan.
+        let other = 1u64 << 32;
+        assert_eq!(
+            rig.write(other | 1, Some(other | 2)),
+            [c(other | 1, 8192), c(other | 2, 0)]
+        );
+        assert_eq!(rig.sync(other | 3), [c(other | 3, 0)]);
+        assert_eq!((faults.writes_seen(), faults.syncs_seen()), (0, 0));
+        assert_eq!(
+            rig.write(1, Some(2)),
+            [c(1, -libc::EIO), c(2, -libc::ECANCELED)]
+        );
+        // Slot 1 gets an injector of its own; slot 0 leaves and is faulted no more.
+        let theirs = FaultInjector::new();
+        theirs.inject_sync(0, libc::ENOSPC);
+        rig.engine.set_faults(1, Some(theirs.clone()));
+        rig.engine.set_faults(0, None);
+        assert_eq!(rig.sync(other | 4), [c(other | 4, -libc::ENOSPC)]);
+        assert_eq!(rig.sync(5), [c(5, 0)]);
+        assert_eq!(theirs.injected().failed_syncs, 1);
+        assert_eq!(faults.injected().failed_writes, 1);
+    }
+
+    #[test]
+    fn engine_waits_fail_as_planned_then_recover() {
+        let faults = FaultInjector::new();
+        let mut rig = Rig::new(&faults);
+        faults.fail_engine_waits(2, libc::ENXIO);
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let e = rig.engine.wait(None, &mut out).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ENXIO));
+        }
+        assert!(out.is_empty());
+        assert_eq!(rig.sync(1), [c(1, 0)]);
+        assert_eq!(faults.injected().failed_waits, 2);
     }
 
     #[test]

@@ -209,6 +209,23 @@ impl Index {
         }
     }
 
+    /// Test hook: moves the block at `from` to start at `to`, changing nothing else (a
+    /// corrupt index, for the tests of [`check_invariants`](Index::check_invariants)).
+    #[cfg(test)]
+    pub(crate) fn corrupt_move(&mut self, from: u64, to: u64) {
+        let b = self.map.remove(&from).expect("a block starts at `from`");
+        self.map.insert(to, b);
+    }
+
+    /// Test hook: gives the block at `start` another seq behind the by-seq heap's back.
+    #[cfg(test)]
+    pub(crate) fn corrupt_seq(&mut self, start: u64, seq: u64) {
+        self.map
+            .get_mut(&start)
+            .expect("a block starts at `start`")
+            .seq = seq;
+    }
+
     /// Blocks overlapping `[off, end)`, in offset order, as (start, block).
     pub(crate) fn overlapping(&self, off: u64, end: u64) -> impl Iterator<Item = (u64, &Block)> {
         let before = self

@@ -560,12 +560,8 @@ impl WriteBehindFile {
 
     /// Runs `file` on a private engine of its own (whose thread `close` joins).
     pub(crate) fn start(file: File, cfg: &Config) -> io::Result<Self> {
-        let (engine, thread) = Engine::spawn(
-            &cfg.engine_config(),
-            #[cfg(feature = "fault-injection")]
-            cfg.fault_injector.clone(),
-        )?;
-        let mut f = engine.attach_here(file, cfg)?;
+        let (engine, thread) = Engine::spawn(&cfg.engine_config())?;
+        let mut f = engine.attach(file, cfg)?;
         f.private = Some(thread);
         Ok(f)
     }

@@ -385,6 +385,88 @@ impl State {
                     }
                 }
             }
+            if self.waiters.len() <= 256 {
+                self.check_ledger();
+            }
+        }
+    }
+
+    /// The ops in flight and the force waiters against what sums them up (part of
+    /// [`check_invariants`](State::check_invariants)): at most one write in flight per
+    /// byte range, in-flight counts that match the ops, every waiter pending or decided,
+    /// and no pending write older than what syncs made durable.
+    #[cfg(debug_assertions)]
+    fn check_ledger(&self) {
+        let mut prev_end = 0;
+        for (&start, &end) in &self.inflight {
+            assert!(start >= prev_end, "writes in flight overlap at {start}");
+            assert!(end > start, "empty write in flight at {start}");
+            prev_end = end;
+        }
+        let (mut writes, mut callers, mut syncs) = (0, 0, Vec::new());
+        for (k, op) in &self.ops {
+            match op {
+                Op::Write(w) => {
+                    writes += 1;
+                    callers += usize::from(w.caller);
+                    assert_eq!(
+                        self.inflight.get(&w.offset),
+                        Some(&(w.offset + w.len)),
+                        "write op {k} is not the one in flight at {}",
+                        w.offset
+                    );
+                }
+                Op::Sync(_) => syncs.push(k),
+                Op::Size(_) => {}
+            }
+        }
+        assert_eq!(writes, self.inflight.len(), "in-flight ranges vs write ops");
+        assert_eq!(writes, self.writes_inflight, "writes_inflight vs write ops");
+        assert_eq!(
+            callers, self.caller_writes,
+            "caller_writes vs leaders' write ops"
+        );
+        assert_eq!(
+            syncs,
+            self.sync_inflight.into_iter().collect::<Vec<_>>(),
+            "sync_inflight vs sync ops"
+        );
+        for &k in &self.resubmit {
+            assert!(
+                matches!(self.ops.get(k), Some(Op::Write(_))),
+                "resubmission of op {k}, not a write in flight"
+            );
+        }
+        for (k, w) in &self.waiters {
+            if w.result.is_some() {
+                continue;
+            }
+            assert!(
+                self.failed.is_none(),
+                "waiter {k} has no result on a failed handle"
+            );
+            if let Some(sync) = w.sync {
+                assert_eq!(
+                    self.sync_inflight,
+                    Some(sync),
+                    "waiter {k} waits for sync op {sync}, which is not in flight"
+                );
+            }
+        }
+        if let Some(k) = self.hold_watcher {
+            assert!(self.waiters.contains(k), "hold watcher {k} is no waiter");
+        }
+        #[cfg(feature = "fault-injection")]
+        let mutated = self.sync_submitted;
+        #[cfg(not(feature = "fault-injection"))]
+        let mutated = false;
+        if self.failed.is_none() && !mutated {
+            let oldest = self.min_pending(None, None);
+            assert!(
+                oldest >= self.durable,
+                "seq {oldest} is still pending but below durable {}",
+                self.durable
+            );
         }
     }
 
@@ -2311,6 +2393,120 @@ mod tests {
             let mut out = Vec::new();
             self.st.plan(&limits(), self.now, true, &mut out);
             out
+        }
+    }
+
+    /// `check_invariants` catches each corruption below (debug builds, where it runs
+    /// after every transition): a fixture with two separate dirty blocks, a write in
+    /// flight for each, and a force waiting.
+    #[cfg(debug_assertions)]
+    mod invariants {
+        use super::*;
+
+        /// Two writes in flight ([0, 4096) and [8192, 12288)) and a waiter.
+        fn busy() -> (Fixture, usize) {
+            let mut f = Fixture::new();
+            f.write(0, 4096, 1);
+            f.write(8192, 4096, 2);
+            let key = f.force();
+            let writes = write_ops(&f.plan());
+            assert_eq!(writes.len(), 2, "two runs in flight");
+            f.st.check_invariants();
+            (f, key)
+        }
+
+        #[test]
+        fn the_fixture_passes() {
+            let (mut f, _) = busy();
+            f.write(20000, 100, 3);
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "blocks overlap at 2048")]
+        fn overlapping_blocks() {
+            let mut f = Fixture::new();
+            f.write(0, 4096, 1);
+            f.write(8192, 4096, 2);
+            f.st.index.corrupt_move(8192, 2048);
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "writes in flight overlap at 8192")]
+        fn two_writes_in_flight_over_one_range() {
+            let (mut f, _) = busy();
+            f.st.inflight.insert(0, 10_000);
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "is not the one in flight at 8192")]
+        fn a_write_op_without_its_range() {
+            let (mut f, _) = busy();
+            f.st.inflight.remove(&8192);
+            f.st.inflight.insert(8192, 8193);
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "by-seq heap top")]
+        fn oldest_dirty_seq_not_the_blocks() {
+            let mut f = Fixture::new();
+            f.write(0, 4096, 1);
+            f.write(8192, 4096, 2);
+            // Block 8192 (seq 2) claims to be older than block 0 (seq 1): the heap's top,
+            // the oldest pending seq, no longer matches the blocks.
+            f.st.index.corrupt_seq(8192, 0);
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "below durable")]
+        fn oldest_pending_seq_older_than_durable() {
+            let (mut f, _) = busy();
+            f.st.durable = f.st.last_seq + 1;
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "writes_inflight vs write ops")]
+        fn write_count_off() {
+            let (mut f, _) = busy();
+            f.st.writes_inflight += 1;
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "sync_inflight vs sync ops")]
+        fn sync_in_flight_that_is_no_op() {
+            let (mut f, _) = busy();
+            f.st.sync_inflight = Some(999);
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "caller_writes vs leaders' write ops")]
+        fn caller_write_count_off() {
+            let (mut f, _) = busy();
+            f.st.caller_writes = 1;
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "which is not in flight")]
+        fn waiter_on_a_sync_that_is_gone() {
+            let (mut f, key) = busy();
+            f.st.waiters[key].sync = Some(999);
+            f.st.check_invariants();
+        }
+
+        #[test]
+        #[should_panic(expected = "has no result on a failed handle")]
+        fn waiter_left_without_a_result() {
+            let (mut f, _) = busy();
+            f.st.failed = Some(libc::EIO);
+            f.st.check_invariants();
         }
     }
 }

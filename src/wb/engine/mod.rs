@@ -157,20 +157,12 @@ impl Engine {
     /// error of setting up the ring; the error of spawning the thread.
     pub fn new(cfg: &EngineConfig) -> io::Result<Engine> {
         cfg.validate()?;
-        Self::spawn(
-            cfg,
-            #[cfg(feature = "fault-injection")]
-            None,
-        )
-        .map(|(engine, _thread)| engine)
+        Self::spawn(cfg).map(|(engine, _thread)| engine)
     }
 
     /// Starts the thread; returns the engine and the thread's handle (joined by the
     /// single-file constructors, whose `close` ends the thread).
-    pub(crate) fn spawn(
-        cfg: &EngineConfig,
-        #[cfg(feature = "fault-injection")] injector: Option<crate::fault::FaultInjector>,
-    ) -> io::Result<(Engine, JoinHandle<()>)> {
+    pub(crate) fn spawn(cfg: &EngineConfig) -> io::Result<(Engine, JoinHandle<()>)> {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (hub_tx, hub_rx) = mpsc::sync_channel::<Arc<Hub>>(1);
         let io_cfg = cfg.clone();
@@ -179,12 +171,7 @@ impl Engine {
             .spawn(move || {
                 // The I/O engine is built here: an io_uring ring with SINGLE_ISSUER must
                 // be used by the thread that created it.
-                let opened = open_engine(
-                    &io_cfg,
-                    #[cfg(feature = "fault-injection")]
-                    injector,
-                );
-                let io = match opened {
+                let io = match open_engine(&io_cfg) {
                     Ok(io) => io,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -288,19 +275,10 @@ impl Engine {
         PassHold(self.hub.lobby())
     }
 
-    /// Builds the file's handle and hands it to the thread.
-    fn attach(&self, file: File, cfg: &Config) -> io::Result<WriteBehindFile> {
-        #[cfg(feature = "fault-injection")]
-        if cfg.fault_injector.is_some() {
-            // A file with injected faults gets an engine of its own, wrapped by the
-            // injector (whose plan counts this file's requests only).
-            return WriteBehindFile::start(file, cfg);
-        }
-        self.attach_here(file, cfg)
-    }
-
-    /// [`attach`](Self::attach) to this engine, whatever `cfg` says.
-    pub(crate) fn attach_here(&self, file: File, cfg: &Config) -> io::Result<WriteBehindFile> {
+    /// Builds the file's handle and hands it to the thread. (A file with a fault
+    /// injector shares the engine too: the thread registers its injector with the I/O
+    /// engine's fault wrapper when the file joins the roster.)
+    pub(crate) fn attach(&self, file: File, cfg: &Config) -> io::Result<WriteBehindFile> {
         let inner = Arc::new(Inner::new(file, cfg, &self.hub)?);
         let (done_tx, done_rx) = mpsc::channel();
         {

@@ -43,7 +43,8 @@ struct Roster {
 }
 
 impl Roster {
-    fn add(&mut self, inner: Arc<Inner>, done: mpsc::Sender<()>) {
+    /// Puts the file in a free slot; returns the slot.
+    fn add(&mut self, inner: Arc<Inner>, done: mpsc::Sender<()>) -> usize {
         let seen_seq = inner.lock().last_seq;
         let slot = Slot {
             inner,
@@ -53,8 +54,14 @@ impl Roster {
             deadline: None,
         };
         match self.free.pop() {
-            Some(i) => self.slots[i] = Some(slot),
-            None => self.slots.push(Some(slot)),
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
         }
     }
 
@@ -119,7 +126,13 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
         {
             let mut r = hub.lobby();
             for a in r.arriving.drain(..) {
-                roster.add(a.inner, a.done);
+                #[cfg(feature = "fault-injection")]
+                let faults = a.inner.faults.clone();
+                let _id = roster.add(a.inner, a.done);
+                #[cfg(feature = "fault-injection")]
+                if faults.is_some() {
+                    io.set_faults(_id, faults);
+                }
             }
             if roster.is_empty() && r.engine_gone {
                 r.stopped = Some(libc::EBADF);
@@ -144,6 +157,10 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
             if slot.inner.waker.take() || !mine.is_empty() || due {
                 match pass(slot, id, mine, io, &mut pushes, now) {
                     After::Left => {
+                        #[cfg(feature = "fault-injection")]
+                        if slot.inner.faults.is_some() {
+                            io.set_faults(id, None);
+                        }
                         *entry = None;
                         roster.free.push(id);
                         left = true;

@@ -134,6 +134,13 @@ pub(crate) trait IoEngine: Send {
     /// A waker callers use to interrupt [`wait`](IoEngine::wait).
     fn waker(&self) -> Arc<dyn Waker>;
 
+    /// Rewrites the completions of the file in `slot` (the high 32 bits of its requests'
+    /// `user_data`) by `injector`'s plan from now on, or stops (`None`, when the file
+    /// leaves). Only the fault wrapper (`fault.rs`) does; with the feature on,
+    /// `open::open_engine` wraps every engine in it.
+    #[cfg(feature = "fault-injection")]
+    fn set_faults(&mut self, _slot: usize, _injector: Option<crate::fault::FaultInjector>) {}
+
     /// Queues a write of the `iovcnt` buffers at `iov` to `target` at `offset`.
     ///
     /// With `linked_sync = Some(ud)`, a sync (per `target.sync`) tagged `ud`

@@ -8,7 +8,7 @@ use super::IoEngine;
 use crate::config::{Backend, EngineConfig};
 use crate::error::{errno, os_msg};
 #[cfg(feature = "fault-injection")]
-use crate::wb::fault::{FaultInjector, FaultyEngine};
+use crate::wb::fault::FaultyEngine;
 
 /// Builds the engine `cfg.backend` asks for:
 /// - [`Backend::IoUring`]: the io_uring engine, or its setup error;
@@ -17,15 +17,12 @@ use crate::wb::fault::{FaultInjector, FaultyEngine};
 ///   *unavailable* (`EPERM`, `ENOSYS`, opcodes missing) it prints one line to stderr and
 ///   uses the thread engine; any other probe or setup error is returned.
 ///
-/// With the `fault-injection` feature and an injector, the engine is wrapped so that
-/// completions follow the injector's plan.
+/// With the `fault-injection` feature, the engine is wrapped so that the completions of
+/// each file with a fault injector follow its plan (see [`IoEngine::set_faults`]).
 ///
 /// **Call this on the submission thread**: the io_uring engine binds its ring to the
 /// thread that creates it (`SINGLE_ISSUER`) and must be used and dropped there.
-pub(crate) fn open_engine(
-    cfg: &EngineConfig,
-    #[cfg(feature = "fault-injection")] injector: Option<FaultInjector>,
-) -> io::Result<Box<dyn IoEngine>> {
+pub(crate) fn open_engine(cfg: &EngineConfig) -> io::Result<Box<dyn IoEngine>> {
     let engine = match cfg.backend {
         Backend::IoUring => uring(cfg)?,
         Backend::Threads => threads(cfg)?,
@@ -43,10 +40,7 @@ pub(crate) fn open_engine(
         },
     };
     #[cfg(feature = "fault-injection")]
-    let engine = match injector {
-        Some(injector) => Box::new(FaultyEngine::new(engine, injector)),
-        None => engine,
-    };
+    let engine = Box::new(FaultyEngine::new(engine));
     Ok(engine)
 }
 
@@ -58,7 +52,7 @@ pub(crate) fn thread_workers(cfg: &EngineConfig) -> usize {
 
 fn uring(cfg: &EngineConfig) -> io::Result<Box<dyn IoEngine>> {
     match UringEngine::new(cfg.ring_entries, cfg.io_worker_cap()) {
-        Ok(engine) => Ok(Box::new(engine)),
+        Ok(engine) => Ok(Box::new(engine.batch_wait(cfg.batch_wait))),
         Err(e) => {
             let code = errno(&e).unwrap_or(libc::EIO);
             Err(os_msg(code, format!("io_uring setup failed: {e}")))
@@ -89,11 +83,7 @@ mod tests {
     use std::sync::Arc;
 
     fn open(cfg: &Config) -> io::Result<Box<dyn IoEngine>> {
-        open_engine(
-            &cfg.engine_config(),
-            #[cfg(feature = "fault-injection")]
-            None,
-        )
+        open_engine(&cfg.engine_config())
     }
 
     #[test]
@@ -209,13 +199,14 @@ mod tests {
     #[test]
     fn injector_wraps_the_engine() {
         use super::super::Completion;
-        use crate::wb::fault::Fault;
+        use crate::wb::fault::{Fault, FaultInjector};
         let dir = tempfile::tempdir().unwrap();
         let file = Arc::new(File::create(dir.path().join("f")).unwrap());
         let faults = FaultInjector::new();
         faults.inject_write(0, Fault::Errno(libc::EIO));
         let cfg = EngineConfig::default().backend(Backend::Threads);
-        let engine = open_engine(&cfg, Some(faults.clone())).unwrap();
+        let mut engine = open_engine(&cfg).unwrap();
+        engine.set_faults(0, Some(faults.clone()));
         let mut engine = conformance::OnFile::new(engine, file);
         let data = [1u8; 512];
         let iov = libc::iovec {

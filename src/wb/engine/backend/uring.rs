@@ -117,7 +117,16 @@ pub(crate) struct UringEngine {
     enters: Enters,
     /// User requests were pushed since the last enter.
     pushed: bool,
+    /// How long a wait with several requests in flight waits for all of them before it
+    /// settles for those that have completed (`EngineConfig::batch_wait`); `None` where
+    /// the kernel lacks `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12) or batching is off.
+    batch_wait: Option<Duration>,
 }
+
+/// The general timeout of a batched wait whose caller gave none: past the minimum wait,
+/// the wait then goes on for any one completion (without a general timeout, the kernel
+/// would end it when the minimum wait passes).
+const FAR: Duration = Duration::from_secs(3600);
 
 impl UringEngine {
     /// Sets up a ring of `entries` SQ entries (and a CQ twice as large) writing to `file`.
@@ -163,7 +172,9 @@ impl UringEngine {
             io_worker_cap: 0,
             enters: Enters::default(),
             pushed: false,
+            batch_wait: None,
         };
+        engine = engine.batch_wait(crate::config::DEFAULT_BATCH_WAIT);
         let mut max = [io_workers, io_workers];
         if engine
             .ring
@@ -180,6 +191,14 @@ impl UringEngine {
         }
         engine.arm_wake()?;
         Ok(engine)
+    }
+
+    /// Sets how long a wait for several requests waits for all of them (see
+    /// `EngineConfig::batch_wait`): ignored where the kernel lacks a minimum wait.
+    pub(crate) fn batch_wait(mut self, wait: Duration) -> Self {
+        let usable = self.ring.params().is_feature_min_timeout() && !wait.is_zero();
+        self.batch_wait = usable.then_some(wait);
+        self
     }
 
     /// Which setup flags the kernel accepted.
@@ -251,6 +270,14 @@ impl UringEngine {
                 // SAFETY: plain io_uring_enter with no argument struct (a null pointer, as
                 // the crate's own `submit_and_wait` passes).
                 unsafe { submitter.enter::<libc::sigset_t>(unsubmitted as u32, 0, flags, None) }
+            }
+            (n, t) if n > 1 && self.batch_wait.is_some() => {
+                let batch = self.batch_wait.unwrap_or_default();
+                let ts = Timespec::from(t.unwrap_or(FAR));
+                let args = SubmitArgs::new()
+                    .timespec(&ts)
+                    .min_wait_usec(batch.as_micros().min(u32::MAX as u128) as u32);
+                submitter.submit_with_args(n as usize, &args)
             }
             (n, None) => submitter.submit_and_wait(n as usize),
             (n, Some(t)) => {
@@ -547,7 +574,20 @@ impl IoEngine for UringEngine {
         let start = out.len();
         out.append(&mut self.pending);
         let ready = out.len() > start || self.woke || !self.ring.completion().is_empty();
-        let res = self.enter(if ready { 0 } else { 1 }, timeout);
+        // Not ready: wait for one completion or wake-up; with a batch wait, for every
+        // request in flight, or for those that have completed when the batch wait ends.
+        // A wake-up signalled and not yet read is sure to complete the armed read: it
+        // counts too, or the batch would end one completion short. Never more than the
+        // completion queue holds (the rest would wait in the overflow list).
+        let want = match (ready, self.in_flight, self.batch_wait) {
+            (true, _, _) => 0,
+            (false, 0, _) | (false, _, None) => 1,
+            (false, n, Some(_)) => {
+                let wake = usize::from(self.waker.pending.load(Ordering::Acquire));
+                (n + wake).min(self.ring.params().cq_entries() as usize)
+            }
+        };
+        let res = self.enter(want as u32, timeout);
         let refused = match res {
             Ok(_) => false,
             Err(ref e) => match e.raw_os_error() {
