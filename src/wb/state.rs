@@ -328,6 +328,7 @@ impl State {
         let len = buf.as_slice().len() as u64;
         self.last_seq += 1;
         self.index.insert(off, len, buf, self.last_seq);
+        self.barriers.written(off, off + len);
         self.installed(off + len, len, watermark, now)
     }
 
@@ -349,6 +350,7 @@ impl State {
         self.last_seq += 1;
         self.stats.extended_writes += 1;
         let len = data.len() as u64;
+        self.barriers.written(off, off + len);
         Some(self.installed(off + len, len, watermark, now))
     }
 
@@ -500,6 +502,9 @@ impl State {
         }
         self.last_seq += 1;
         self.barriers.truncate(len, Some(self.last_seq));
+        if len > self.end {
+            self.barriers.grow(self.end, len);
+        }
         self.end = len;
         self.check_invariants();
         self.wants_wake(true)
