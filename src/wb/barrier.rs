@@ -9,7 +9,8 @@
 //! So the handle writes zeros ahead of the logical end, `window` bytes at most, topping up
 //! when less than half of it is left. A fill is a barrier like the others: a write into
 //! its range made after it waits for it. `close` trims the file back to the logical end
-//! with one more `ftruncate`.
+//! with one more `ftruncate`. Space a growing `set_len` added below the end is filled the
+//! same way, ahead of the writes into it (see [`Grown`]).
 //!
 //! A size change affects a byte range: `[len, ∞)` for a truncate to `len` (what it cuts
 //! or, growing, what a write could extend past before it runs), the punched range for a
