@@ -102,8 +102,11 @@ struct Grown {
 
 impl Grown {
     /// A write of `[off, end)`: takes it out of `[lo, hi)`, keeping the larger side when
-    /// it lands inside, and moves the cursor. `None` when nothing is left.
-    fn written(mut self, off: u64, end: u64) -> Option<Grown> {
+    /// it lands inside, and moves the cursor. A write more than `window` above `lo` is a
+    /// jump, not the next page of a bottom-up fill: it moves `lo` past it but not the
+    /// cursor, so a random writer into a large grown file does not get a fill after each
+    /// write. `None` when nothing is left.
+    fn written(mut self, off: u64, end: u64, window: u64) -> Option<Grown> {
         if off < self.lo && end > self.cursor && end <= self.lo {
             self.cursor = end;
         }
@@ -111,8 +114,10 @@ impl Grown {
             if off.saturating_sub(self.lo) >= self.hi.saturating_sub(end) {
                 self.hi = off;
             } else {
+                if off < self.lo + window {
+                    self.cursor = end;
+                }
                 self.lo = end;
-                self.cursor = end;
             }
         }
         (self.lo < self.hi).then_some(self)
@@ -211,7 +216,7 @@ impl Barriers {
     /// A caller's write of `[off, end)` was stored: no fill may land on it.
     pub(crate) fn written(&mut self, off: u64, end: u64) {
         if let Some(w) = &mut self.window {
-            w.grown = w.grown.and_then(|g| g.written(off, end));
+            w.grown = w.grown.and_then(|g| g.written(off, end, w.size));
         }
     }
 
@@ -567,6 +572,26 @@ mod tests {
         assert!(b.top_up(16 * MB));
         assert_eq!(fill(&b), Some((11 * MB + 12288, 12 * MB + 12288)));
         done(&mut b);
+        // A write far above the unfilled part's bottom is a jump: the space below it
+        // stays a hole, and nothing is filled until the writes come near the new bottom.
+        let mut r = Barriers::new(4096, None, MB, 0);
+        r.truncate(64 * MB, Some(1));
+        r.grow(0, 64 * MB);
+        done(&mut r);
+        assert!(r.top_up(64 * MB));
+        done(&mut r); // the window past the end
+        assert!(r.top_up(64 * MB));
+        assert_eq!(
+            fill(&r),
+            Some((0, MB)),
+            "the first window of the grown space"
+        );
+        done(&mut r);
+        r.written(10 * MB, 10 * MB + 4096);
+        assert!(!r.top_up(64 * MB), "no fill after a jump");
+        r.written(10 * MB + 4096, 10 * MB + 8192);
+        assert!(r.top_up(64 * MB), "the writes go on from the new bottom");
+        assert_eq!(fill(&r), Some((10 * MB + 8192, 11 * MB + 8192)));
         // A shrink cuts what is left.
         b.truncate(13 * MB, Some(2));
         done(&mut b);
