@@ -215,6 +215,10 @@ impl Config {
     /// may end with up to this many zero bytes past the last write, which a reopened
     /// handle counts in its `end_position`. The zeros are written once per byte of file,
     /// so for large sequential writes it roughly doubles the bytes written: set 0 there.
+    /// Space a growing [`set_len`](crate::Handle::set_len) adds is zero-filled the same
+    /// way (this many bytes ahead of the writes into it, never over them; not with direct
+    /// I/O), so that an engine that grows its file and then writes into the new space
+    /// (redb) overwrites allocated blocks.
     pub fn preallocate(mut self, bytes: usize) -> Self {
         self.preallocate = bytes;
         self

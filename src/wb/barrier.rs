@@ -9,7 +9,8 @@
 //! So the handle writes zeros ahead of the logical end, `window` bytes at most, topping up
 //! when less than half of it is left. A fill is a barrier like the others: a write into
 //! its range made after it waits for it. `close` trims the file back to the logical end
-//! with one more `ftruncate`.
+//! with one more `ftruncate`. Space a growing `set_len` added below the end is filled the
+//! same way, ahead of the writes into it (see [`Grown`]).
 //!
 //! A size change affects a byte range: `[len, ∞)` for a truncate to `len` (what it cuts
 //! or, growing, what a write could extend past before it runs), the punched range for a
@@ -75,6 +76,52 @@ struct Window {
     /// The file's length at open: no fill until the end grows past it, so opening a file
     /// to read or rewrite it writes nothing.
     opened_len: u64,
+    /// Space a `set_len` grew the file by that nothing has written or filled yet.
+    grown: Option<Grown>,
+}
+
+/// The space a growing `set_len` added below the logical end, filled with zeros ahead of
+/// the writes into it. `ftruncate` leaves a hole there, and the first write into a hole
+/// allocates its blocks, which the next `fdatasync` must write back as metadata: every
+/// commit of an engine that grows its file with `set_len` and then writes into the new
+/// space (redb) would pay for it. Filled (and made durable by some earlier sync), those
+/// writes are overwrites.
+///
+/// `[lo, hi)` has been neither written nor queued to be filled since the `set_len`: only
+/// such bytes are ever filled, so a fill never lands on a caller's bytes (a write into the
+/// range shrinks it at once, under the state lock; a write into a fill already queued
+/// waits for the fill, as for any size change). Fills run from `lo` upwards, at most a
+/// window ahead of `cursor`, the end of the last write into the filled space: redb fills
+/// its new space from the bottom up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Grown {
+    lo: u64,
+    hi: u64,
+    cursor: u64,
+}
+
+impl Grown {
+    /// A write of `[off, end)`: takes it out of `[lo, hi)`, keeping the larger side when
+    /// it lands inside, and moves the cursor. A write more than `window` above `lo` is a
+    /// jump, not the next page of a bottom-up fill: it moves `lo` past it but not the
+    /// cursor, so a random writer into a large grown file does not get a fill after each
+    /// write. `None` when nothing is left.
+    fn written(mut self, off: u64, end: u64, window: u64) -> Option<Grown> {
+        if off < self.lo && end > self.cursor && end <= self.lo {
+            self.cursor = end;
+        }
+        if end > self.lo && off < self.hi {
+            if off.saturating_sub(self.lo) >= self.hi.saturating_sub(end) {
+                self.hi = off;
+            } else {
+                if off < self.lo + window {
+                    self.cursor = end;
+                }
+                self.lo = end;
+            }
+        }
+        (self.lo < self.hi).then_some(self)
+    }
 }
 
 fn align_up(v: u64, a: u64) -> u64 {
@@ -113,6 +160,7 @@ impl Barriers {
                 filled_to: file_len,
                 on: true,
                 opened_len: file_len,
+                grown: None,
             }),
         }
     }
@@ -129,6 +177,14 @@ impl Barriers {
     pub(crate) fn truncate(&mut self, len: u64, seq: Option<u64>) {
         if let Some(w) = &mut self.window {
             w.filled_to = w.filled_to.min(len);
+            let hi = len / w.align * w.align;
+            w.grown = w
+                .grown
+                .map(|g| Grown {
+                    hi: g.hi.min(hi),
+                    ..g
+                })
+                .filter(|g| g.lo < g.hi);
         }
         self.queue.push_back(Pending {
             change: SizeChange::Truncate(len),
@@ -137,19 +193,88 @@ impl Barriers {
         });
     }
 
-    /// Queues a zero fill when less than half the window is ready past `end` and no fill
-    /// is pending; returns whether it did.
+    /// A `set_len` grew the file from `old_end` to `len`, after its truncate was queued:
+    /// the new space not filled yet is to be filled ahead of the writes into it (see
+    /// [`Grown`]). Not with direct I/O, where a fill holds back every write.
+    pub(crate) fn grow(&mut self, old_end: u64, len: u64) {
+        let direct = self.direct;
+        let Some(w) = self.window.as_mut().filter(|w| w.on && !direct) else {
+            return;
+        };
+        let lo = align_up(old_end.max(w.filled_to.min(len)), w.align);
+        let hi = len / w.align * w.align;
+        if lo >= hi {
+            return;
+        }
+        w.grown = match w.grown {
+            // Contiguous with the space still to fill from an earlier growth.
+            Some(g) if g.hi >= lo => Some(Grown { hi, ..g }),
+            _ => Some(Grown { lo, hi, cursor: lo }),
+        };
+    }
+
+    /// A caller's write of `[off, end)` was stored: no fill may land on it.
+    pub(crate) fn written(&mut self, off: u64, end: u64) {
+        if let Some(w) = &mut self.window {
+            w.grown = w.grown.and_then(|g| g.written(off, end, w.size));
+        }
+    }
+
+    /// Everything below `start` is gone: nothing to fill there.
+    fn drop_below(&mut self, start: u64) {
+        if let Some(w) = &mut self.window {
+            w.grown = w.grown.and_then(|g| {
+                let lo = g.lo.max(align_up(start, w.align));
+                (lo < g.hi).then_some(Grown {
+                    lo,
+                    cursor: g.cursor.max(lo),
+                    ..g
+                })
+            });
+        }
+    }
+
+    /// Queues a zero fill when no fill is pending and either less than half the window
+    /// is ready past `end`, or the writes into space a `set_len` grew came within half a
+    /// window of its unfilled part (see [`Grown`]); returns whether it did.
     pub(crate) fn top_up(&mut self, end: u64) -> bool {
+        if self
+            .queue
+            .iter()
+            .any(|p| matches!(p.change, SizeChange::ZeroFill { .. }))
+        {
+            return false;
+        }
+        self.top_up_window(end) || self.top_up_grown()
+    }
+
+    /// The fill of [`top_up`](Self::top_up) below the end.
+    fn top_up_grown(&mut self) -> bool {
         let Some(w) = self.window.as_mut().filter(|w| w.on) else {
             return false;
         };
-        if end <= w.opened_len
-            || w.filled_to >= end + w.size / 2
-            || self
-                .queue
-                .iter()
-                .any(|p| matches!(p.change, SizeChange::ZeroFill { .. }))
-        {
+        let Some(g) = w.grown.filter(|g| g.lo < g.cursor + w.size / 2) else {
+            return false;
+        };
+        let to = g.hi.min(g.lo + w.size.clamp(w.align, ZEROS_LEN as u64));
+        w.grown = (to < g.hi).then_some(Grown { lo: to, ..g });
+        self.queue.push_back(Pending {
+            change: SizeChange::ZeroFill {
+                offset: g.lo,
+                len: to - g.lo,
+            },
+            seq: None,
+            in_flight: false,
+        });
+        true
+    }
+
+    /// The fill of [`top_up`](Self::top_up) past the end.
+    fn top_up_window(&mut self, end: u64) -> bool {
+        let Some(w) = self.window.as_mut().filter(|w| w.on) else {
+            return false;
+        };
+        if end <= w.opened_len || w.filled_to >= end + w.size / 2 {
             return false;
         }
         let from = w.filled_to.max(align_up(end, w.align));
@@ -169,7 +294,10 @@ impl Barriers {
         true
     }
 
-    /// A zero fill ended early: the file is filled up to `at` only.
+    /// A zero fill ended early: the file is filled up to `at` only. (For a fill below the
+    /// end, of grown space, this lowers the window's mark below the end: the window is
+    /// then filled again from the end, zeros over zeros, which costs a write and nothing
+    /// else. The rest of that fill stays a hole.)
     pub(crate) fn filled_only_to(&mut self, at: u64) {
         if let Some(w) = &mut self.window {
             w.filled_to = w.filled_to.min(at);
@@ -201,6 +329,7 @@ impl Barriers {
     /// returns whether one was queued. A punch still waiting at the tail is extended
     /// instead, so frequent small `truncate_start`s cost one `fallocate`.
     pub(crate) fn punch_below(&mut self, start: u64) -> bool {
+        self.drop_below(start);
         let Some(align) = self.punch_align else {
             return false;
         };
@@ -395,5 +524,119 @@ mod tests {
             !b.trim(12_000) && !b.top_up(12_000),
             "preallocation ends at close"
         );
+    }
+
+    #[test]
+    fn space_grown_by_set_len_is_filled_ahead_of_the_writes_and_never_over_them() {
+        const MB: u64 = 1 << 20;
+        let fill = |b: &Barriers| match b.next() {
+            Some((SizeChange::ZeroFill { offset, len }, _)) => Some((offset, offset + len)),
+            _ => None,
+        };
+        let done = |b: &mut Barriers| {
+            b.issued();
+            b.completed();
+        };
+        let mut b = Barriers::new(4096, None, MB, 0);
+        // The file grows from 8 MiB to 16 MiB: the truncate first, then the new space.
+        b.truncate(16 * MB, Some(1));
+        b.grow(8 * MB, 16 * MB);
+        assert!(b.top_up(16 * MB), "the window's fill comes first");
+        assert_eq!(b.next().unwrap().0, SizeChange::Truncate(16 * MB));
+        done(&mut b);
+        assert_eq!(fill(&b), Some((16 * MB, 17 * MB)), "past the end");
+        done(&mut b);
+        assert!(b.top_up(16 * MB));
+        assert_eq!(
+            fill(&b),
+            Some((8 * MB, 9 * MB)),
+            "then the grown space, bottom up"
+        );
+        assert!(
+            b.holds(8 * MB + 4096, 8 * MB + 8192),
+            "a write into it waits"
+        );
+        done(&mut b);
+        assert!(!b.top_up(16 * MB), "a window ahead of the writes");
+        b.written(8 * MB + 600_000, 8 * MB + 604_096);
+        assert!(b.top_up(16 * MB), "the writes came within half a window");
+        assert_eq!(fill(&b), Some((9 * MB, 10 * MB)));
+        done(&mut b);
+        // A write into the unfilled space: only the larger side of it is filled later.
+        b.written(10 * MB + 4096, 10 * MB + 8192);
+        assert!(b.top_up(16 * MB));
+        assert_eq!(fill(&b), Some((10 * MB + 8192, 11 * MB + 8192)));
+        done(&mut b);
+        b.written(15 * MB, 15 * MB + 4096);
+        b.written(11 * MB + 8192, 11 * MB + 12288);
+        assert!(b.top_up(16 * MB));
+        assert_eq!(fill(&b), Some((11 * MB + 12288, 12 * MB + 12288)));
+        done(&mut b);
+        // A write far above the unfilled part's bottom is a jump: the space below it
+        // stays a hole, and nothing is filled until the writes come near the new bottom.
+        let mut r = Barriers::new(4096, None, MB, 0);
+        r.truncate(64 * MB, Some(1));
+        r.grow(0, 64 * MB);
+        done(&mut r);
+        assert!(r.top_up(64 * MB));
+        done(&mut r); // the window past the end
+        assert!(r.top_up(64 * MB));
+        assert_eq!(
+            fill(&r),
+            Some((0, MB)),
+            "the first window of the grown space"
+        );
+        done(&mut r);
+        r.written(10 * MB, 10 * MB + 4096);
+        assert!(!r.top_up(64 * MB), "no fill after a jump");
+        r.written(10 * MB + 4096, 10 * MB + 8192);
+        assert!(r.top_up(64 * MB), "the writes go on from the new bottom");
+        assert_eq!(fill(&r), Some((10 * MB + 8192, 11 * MB + 8192)));
+        // A shrink cuts what is left.
+        b.truncate(13 * MB, Some(2));
+        done(&mut b);
+        assert!(b.top_up(13 * MB));
+        assert_eq!(
+            fill(&b),
+            Some((13 * MB, 14 * MB)),
+            "the window past the new end first"
+        );
+        done(&mut b);
+        b.written(12 * MB, 12 * MB + 12288);
+        assert!(b.top_up(13 * MB));
+        assert_eq!(
+            fill(&b),
+            Some((12 * MB + 12288, 13 * MB)),
+            "cut at the new end"
+        );
+        done(&mut b);
+        assert!(!b.top_up(13 * MB), "the grown space is used up");
+        // Growing again: from where the window's zeros end.
+        b.truncate(20 * MB, Some(3));
+        b.grow(13 * MB, 20 * MB);
+        done(&mut b);
+        assert!(b.top_up(20 * MB));
+        done(&mut b);
+        assert!(b.top_up(20 * MB));
+        assert_eq!(fill(&b), Some((14 * MB, 15 * MB)));
+        // Moving the start up drops the space below it; direct I/O never fills it.
+        let mut c = Barriers::new(4096, Some(4096), MB, 0);
+        c.truncate(4 * MB, Some(1));
+        c.grow(0, 4 * MB);
+        done(&mut c);
+        assert!(c.punch_below(2 * MB));
+        done(&mut c);
+        assert!(c.top_up(4 * MB));
+        done(&mut c);
+        assert!(c.top_up(4 * MB));
+        assert_eq!(fill(&c), Some((2 * MB, 3 * MB)), "from the start on");
+        let mut d = Barriers::new(4096, None, MB, 0).direct(true);
+        d.truncate(4 * MB, Some(1));
+        d.grow(0, 4 * MB);
+        done(&mut d);
+        assert!(d.top_up(4 * MB));
+        assert_eq!(fill(&d), Some((4 * MB, 5 * MB)));
+        done(&mut d);
+        assert!(!d.top_up(4 * MB));
     }
 }

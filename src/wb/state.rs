@@ -328,6 +328,7 @@ impl State {
         let len = buf.as_slice().len() as u64;
         self.last_seq += 1;
         self.index.insert(off, len, buf, self.last_seq);
+        self.barriers.written(off, off + len);
         self.installed(off + len, len, watermark, now)
     }
 
@@ -349,6 +350,7 @@ impl State {
         self.last_seq += 1;
         self.stats.extended_writes += 1;
         let len = data.len() as u64;
+        self.barriers.written(off, off + len);
         Some(self.installed(off + len, len, watermark, now))
     }
 
@@ -582,6 +584,9 @@ impl State {
         }
         self.last_seq += 1;
         self.barriers.truncate(len, Some(self.last_seq));
+        if len > self.end {
+            self.barriers.grow(self.end, len);
+        }
         self.end = len;
         self.check_invariants();
         self.wants_wake(true)
@@ -2385,6 +2390,75 @@ mod tests {
         f.st.finish_lead(lead, &[100], Some(0), &limits(), f.now);
         assert!(f.st.take_result(b).unwrap().is_ok());
         f.st.complete(fill[0], 0, &limits(), f.now);
+        assert_eq!(f.st.failed, None);
+    }
+
+    /// Space a growing `set_len` added is zero-filled ahead of the writes into it, never
+    /// over a byte written since the `set_len`, and a write into a fill still pending is
+    /// sent only after it (`barrier.rs`).
+    #[test]
+    fn zero_fills_of_grown_space_never_land_on_later_writes() {
+        const MB: u64 = 1 << 20;
+        let mut f = Fixture::new();
+        f.st.barriers = Barriers::new(1, Some(4096), MB, 0);
+        f.st.set_len(8 * MB);
+        f.write(4096, 4096, 1);
+        // Runs every request until a fill of the grown space (below the end) is pending.
+        let mut fills = Vec::new();
+        let grown_fill = loop {
+            let pushes = f.plan_forced();
+            assert!(!pushes.is_empty(), "no fill of the grown space: {fills:?}");
+            let mut found = None;
+            for p in pushes {
+                let Push::Size { op } = p else {
+                    let (Push::Write { op, .. } | Push::Sync { op }) = p else {
+                        unreachable!()
+                    };
+                    f.st.complete(op, 4096, &limits(), f.now);
+                    continue;
+                };
+                let Op::Size(SizeOp { change }) = f.st.op(op) else {
+                    unreachable!()
+                };
+                match *change {
+                    SizeChange::ZeroFill { offset, len } if offset < 8 * MB => {
+                        found = Some((op, offset, len));
+                    }
+                    SizeChange::ZeroFill { offset, len } => {
+                        fills.push((offset, len));
+                        f.st.complete(op, len as i32, &limits(), f.now);
+                    }
+                    _ => f.st.complete(op, 0, &limits(), f.now),
+                }
+            }
+            if let Some(fill) = found {
+                break fill;
+            }
+        };
+        let (fill, offset, len) = grown_fill;
+        assert_eq!(
+            (offset, len),
+            (8192, MB),
+            "above the write, a window's worth"
+        );
+        // A write into the pending fill waits for it; one below it does not.
+        f.write(16384, 4096, 2);
+        f.write(0, 4096, 3);
+        let sent: Vec<u64> = write_ops(&f.plan_forced())
+            .into_iter()
+            .map(|op| {
+                let Op::Write(w) = f.st.op(op) else {
+                    unreachable!()
+                };
+                w.offset
+            })
+            .collect();
+        assert_eq!(sent, [0], "the write into the fill waits");
+        f.st.complete(fill, len as i32, &limits(), f.now);
+        assert!(f
+            .plan()
+            .iter()
+            .any(|p| matches!(p, Push::Write { op, .. } if matches!(f.st.op(*op), Op::Write(w) if w.offset == 16384))));
         assert_eq!(f.st.failed, None);
     }
 
