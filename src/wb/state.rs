@@ -177,19 +177,24 @@ pub(crate) enum Op {
     Size(SizeOp),
 }
 
-/// How a force waiter is woken: a blocking forcer's thread, or an async forcer's task.
+/// How a force waiter is woken: a parked thread, a blocking forcer asleep on the
+/// handle's bell (`bell.rs`; its bit is set when the waiter is added), or an async
+/// forcer's task.
 #[derive(Clone)]
 pub(crate) enum Notify {
     Thread(Thread),
+    Bell(u32),
     Task(Waker),
 }
 
 impl Notify {
-    /// Wakes the forcer. Called once the state lock is released (see
-    /// [`State::take_wakes`]), so the forcer does not wake into a held lock.
-    pub(crate) fn wake(&self) {
+    /// Wakes the forcer, or adds its bit to `ring` for one bell ring of all. Called once
+    /// the state lock is released (see [`State::take_wakes`]), so the forcer does not wake
+    /// into a held lock.
+    pub(crate) fn wake(&self, ring: &mut u32) {
         match self {
             Notify::Thread(t) => t.unpark(),
+            Notify::Bell(bit) => *ring |= bit,
             Notify::Task(w) => w.wake_by_ref(),
         }
     }
@@ -401,14 +406,21 @@ impl State {
             self.stats.forces_immediate += 1;
             return None;
         }
-        Some(self.waiters.insert(ForceWaiter {
+        let entry = self.waiters.vacant_entry();
+        let key = entry.key();
+        let notify = match notify.into() {
+            Notify::Bell(_) => Notify::Bell(super::bell::bit(key)),
+            n => n,
+        };
+        entry.insert(ForceWaiter {
             target: self.last_seq,
             range,
             mode,
-            notify: notify.into(),
+            notify,
             sync: None,
             result: None,
-        }))
+        });
+        Some(key)
     }
 
     /// An async forcer polled again: keep its newest waker.
