@@ -7,6 +7,7 @@
 //! See docs/design.md for the whole picture.
 
 mod barrier;
+mod bell;
 mod engine;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -24,7 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::aligned::AlignedBuf;
@@ -35,11 +36,12 @@ use crate::fileio::{self, check_set_len, OpenMode};
 use crate::handle::{self, Handle};
 use crate::stats::{record, BackendKind, Stats};
 use barrier::Barriers;
+use bell::Bell;
 pub use engine::Engine;
 use engine::{FileWaker, Hub};
 pub use force_future::ForceFuture;
 use pool::{BufRef, Pool};
-use state::{Limits, Next, State};
+use state::{Limits, Next, Notify, State};
 
 /// The write-behind handle: `write` returns after a memcpy into an aligned buffer; one
 /// background submission thread writes dirty blocks back (merged, vectored, many in
@@ -113,6 +115,8 @@ pub struct WriteBehindFile {
 /// What callers and the submission thread share.
 pub(crate) struct Inner {
     state: Mutex<State>,
+    /// Where blocking forcers sleep (`bell.rs`).
+    bell: Bell,
     pool: Arc<Pool>,
     file: Arc<File>,
     start: AtomicU64,
@@ -168,7 +172,7 @@ fn write_range_end(offset: u64, len: usize) -> io::Result<u64> {
 /// The state lock, held. Forcers whose waiters were answered while it was held are
 /// woken when it is released, after the unlock: woken under the lock, they would run
 /// into it and block a second time.
-pub(crate) struct StateGuard<'a>(Option<MutexGuard<'a, State>>);
+pub(crate) struct StateGuard<'a>(Option<MutexGuard<'a, State>>, &'a Bell);
 
 impl std::ops::Deref for StateGuard<'_> {
     type Target = State;
@@ -188,16 +192,21 @@ impl Drop for StateGuard<'_> {
         if let Some(mut st) = self.0.take() {
             let wakes = st.take_wakes();
             drop(st);
+            let mut ring = 0;
             for w in wakes {
-                w.wake();
+                w.wake(&mut ring);
             }
+            self.1.ring(ring);
         }
     }
 }
 
 impl Inner {
     fn lock(&self) -> StateGuard<'_> {
-        StateGuard(Some(self.state.lock().unwrap_or_else(|p| p.into_inner())))
+        StateGuard(
+            Some(self.state.lock().unwrap_or_else(|p| p.into_inner())),
+            &self.bell,
+        )
     }
 
     fn check_aligned(&self, offset: u64, len: usize) -> io::Result<()> {
@@ -326,9 +335,10 @@ impl Inner {
         let began = Instant::now();
         let mut st = self.lock();
         st.check_failed()?;
-        let Some(key) = st.add_waiter(range, mode, thread::current()) else {
+        let Some(key) = st.add_waiter(range, mode, Notify::Bell(0)) else {
             return Ok(());
         };
+        let bit = bell::bit(key);
         loop {
             if let Some(result) = st.take_result(key) {
                 record(&mut st.stats.force_ns, began.elapsed().as_nanos() as u64);
@@ -357,20 +367,23 @@ impl Inner {
                     continue;
                 }
                 Next::Wait(until) => {
+                    let ticket = self.bell.ticket();
                     drop(st);
-                    thread::park_timeout(until.saturating_duration_since(Instant::now()));
+                    self.bell.wait(ticket, bit, Some(until));
                 }
                 Next::Park => {
+                    let ticket = self.bell.ticket();
                     drop(st);
-                    thread::park();
+                    self.bell.wait(ticket, bit, None);
                 }
                 Next::WakeSubmitter => {
                     let wake = st.wants_wake(true);
+                    let ticket = self.bell.ticket();
                     drop(st);
                     if wake {
                         self.waker.wake();
                     }
-                    thread::park();
+                    self.bell.wait(ticket, bit, None);
                 }
             }
             st = self.lock();
@@ -482,6 +495,7 @@ impl Inner {
         }
         Ok(Inner {
             state: Mutex::new(state),
+            bell: Bell::default(),
             pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
             file,
             start: AtomicU64::new(0),
