@@ -98,18 +98,44 @@ impl Index {
 
     /// Stores `buf[..len]` as the newest bytes of `[off, off + len)`, written by write
     /// number `seq`. Overlapped blocks are trimmed; a dirty block's unwritten seq passes to
-    /// the new block that replaces its bytes.
+    /// the new block that replaces its bytes. `seq` is newer than every write stored
+    /// before.
     pub(crate) fn insert(&mut self, off: u64, len: u64, buf: BufRef, seq: u64) {
-        // The common rewrite of a dirty page: same range, so swap the buffer in place
-        // (the replaced one returns to the pool) and keep the older unwritten seq.
-        if let Some(b) = self.map.get_mut(&off) {
-            if b.len == len && b.flushing.is_none() {
+        self.insert_at(off, len, buf, 0, seq)
+    }
+
+    /// [`insert`](Index::insert) of the bytes `[buf_off, buf_off + len)` of `buf` (a
+    /// window of a packing buffer, which holds several writes side by side).
+    pub(crate) fn insert_at(&mut self, off: u64, len: u64, buf: BufRef, buf_off: usize, seq: u64) {
+        debug_assert!(self.min_dirty_seq(None).is_none_or(|m| m < seq));
+        debug_assert!(buf_off + len as usize <= buf.filled());
+        let end = off + len;
+        let block = |buf, seq| Block {
+            len,
+            buf,
+            buf_off,
+            seq,
+            flushing: None,
+        };
+        // One descent settles the two common cases: the last block starting before
+        // `end` is the only one that can overlap the range if it starts at or before
+        // `off` (blocks do not overlap).
+        match self.map.range_mut(..end).next_back() {
+            // The rewrite of a dirty page: same range, so swap the buffer in place (the
+            // replaced one returns to the pool) and keep the older unwritten seq.
+            Some((&bs, b)) if bs == off && b.len == len && b.flushing.is_none() => {
                 b.buf = buf;
-                b.buf_off = 0;
+                b.buf_off = buf_off;
+                return;
+            }
+            Some((&bs, b)) if bs + b.len > off => {}
+            // Nothing overlaps: a new block, newer than every dirty one, so the by-seq
+            // heap's top stays live and needs no pruning.
+            _ => {
+                self.put(off, block(buf, seq));
                 return;
             }
         }
-        let end = off + len;
         let mut oldest = seq;
         while let Some((&bs, b)) = self.map.range(..end).next_back() {
             if bs + b.len <= off {
@@ -127,16 +153,7 @@ impl Index {
                 self.put(bs, old.piece(0, off - bs));
             }
         }
-        self.put(
-            off,
-            Block {
-                len,
-                buf,
-                buf_off: 0,
-                seq: oldest,
-                flushing: None,
-            },
-        );
+        self.put(off, block(buf, oldest));
         self.prune();
     }
 

@@ -251,6 +251,9 @@ pub(crate) struct State {
     to_wake: Vec<Notify>,
     /// A wake-up was sent and the submitter has not run since.
     pub wake_sent: bool,
+    /// The packing buffer writes that continue no extent are copied into, side by side,
+    /// while it has room (`pack`): one pool buffer for many small writes.
+    packing: Option<BufRef>,
     dirty_since: Option<Instant>,
     cursor: u64,
     /// Group commit: forcers served by the last sync plus those already waiting for the
@@ -292,6 +295,7 @@ impl State {
             timed_sleep: false,
             to_wake: Vec::new(),
             wake_sent: false,
+            packing: None,
             dirty_since: None,
             cursor: 0,
             expected_group: 1,
@@ -350,6 +354,50 @@ impl State {
         self.stats.extended_writes += 1;
         let len = data.len() as u64;
         Some(self.installed(off + len, len, watermark, now))
+    }
+
+    /// Stores a write by copying it into the packing buffer, right after its filled
+    /// bytes, as a new block over that window: no pool buffer of its own. `None`
+    /// (nothing changed) when there is no packing buffer with room for it; otherwise
+    /// whether to wake the submitter, as for `install`.
+    pub(crate) fn pack(
+        &mut self,
+        off: u64,
+        data: &[u8],
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<bool> {
+        let buf = self.packing.as_ref().filter(|b| b.room() >= data.len())?;
+        let at = buf.filled();
+        // SAFETY: `&mut self` is the state lock, which serializes every append (extents
+        // grow under it too); `room() >= data.len()`.
+        unsafe { buf.append(data) };
+        let buf = buf.clone();
+        let len = data.len() as u64;
+        self.last_seq += 1;
+        self.index.insert_at(off, len, buf, at, self.last_seq);
+        self.stats.packed_writes += 1;
+        Some(self.installed(off + len, len, watermark, now))
+    }
+
+    /// Stops packing into the current packing buffer; returns the reference to drop
+    /// after the lock is released (it may be the last one: the buffer returns to the
+    /// pool).
+    pub(crate) fn release_packing(&mut self) -> Option<BufRef> {
+        self.packing.take()
+    }
+
+    /// [`install`](State::install) of a new packing buffer (holding this write, with
+    /// room for more): later writes go into it by [`pack`](State::pack).
+    pub(crate) fn install_packing(
+        &mut self,
+        off: u64,
+        buf: BufRef,
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> bool {
+        self.packing = Some(buf.clone());
+        self.install(off, buf, watermark, now)
     }
 
     fn installed(
