@@ -457,6 +457,7 @@ mod tests {
     }
 
     /// Extents against a byte model: random inserts (exact and chunk-sized buffers),
+    /// packed inserts (windows of a shared packing buffer, which extents may grow into),
     /// in-place growth, sends, completions and failures. After every step the index over
     /// the "file" reads as the newest bytes; a write in flight still holds exactly the
     /// bytes it was sent with (growth never writes what an op references); an extent
@@ -471,6 +472,7 @@ mod tests {
         let mut flying: Vec<(usize, u64, Vec<u8>)> = Vec::new();
         let mut rng = Rng::new(0x5851_F42D_4C95_7F2D);
         let (mut grown, mut refused_in_flight, mut last_end) = (0, 0, 0);
+        let (mut packing, mut packed): (Option<BufRef>, u32) = (None, 0);
         for seq in 1..6000u64 {
             let x = rng.next();
             let byte = seq as u8;
@@ -549,6 +551,22 @@ mod tests {
                         index.unflush(op, s, e);
                     }
                 }
+                _ if x & 192 == 64 && packing.as_ref().is_some_and(|p| p.room() >= 40) => {
+                    // Packed: copied right after the packing buffer's filled bytes (which
+                    // ops in flight and other blocks may reference), a block of its own.
+                    let off = (x >> 8) % 2000;
+                    let len = 1 + (x >> 24) % 40;
+                    let p = packing.as_ref().unwrap();
+                    let at = p.filled();
+                    // SAFETY (test): one thread; appends only past the filled bytes.
+                    unsafe { p.append(&vec![byte; len as usize]) };
+                    index.insert_at(off, len, p.clone(), at, seq);
+                    packed += 1;
+                    last_end = off + len;
+                    for o in off..off + len {
+                        newest.insert(o, byte);
+                    }
+                }
                 _ => {
                     let off = (x >> 8) % 2000;
                     let len = 1 + (x >> 24) % 40;
@@ -558,6 +576,10 @@ mod tests {
                         pool.reserve(len as usize, || {}).unwrap()
                     };
                     b.as_mut_slice().fill(byte);
+                    if x & 192 == 64 {
+                        // The new packing buffer.
+                        packing = Some(b.clone());
+                    }
                     index.insert(off, len, b, seq);
                     last_end = off + len;
                     for o in off..off + len {
@@ -596,8 +618,8 @@ mod tests {
             }
         }
         assert!(
-            grown > 50 && refused_in_flight > 2,
-            "grown {grown}, refused while in flight {refused_in_flight}"
+            grown > 50 && refused_in_flight > 2 && packed > 50,
+            "grown {grown}, refused while in flight {refused_in_flight}, packed {packed}"
         );
     }
 
