@@ -139,7 +139,9 @@ impl Config {
         self
     }
 
-    /// Most buffered blocks before writers wait (default 65,536).
+    /// Most buffers held at once before writers wait (default 65,536). A buffer holds one
+    /// write, or several: a sequential run grown in place, or small scattered writes
+    /// packed side by side (docs/design.md, "Extents" and "Packing").
     pub fn max_blocks(mut self, blocks: usize) -> Self {
         self.max_blocks = blocks;
         self

@@ -91,6 +91,10 @@ pub struct Stats {
     /// Writes stored by growing a dirty extent in place (copied into the buffer of the
     /// extent they continue; no new block). Counted in `bytes_requested` too.
     pub extended_writes: u64,
+    /// Writes stored side by side in a shared packing buffer (copied right after the
+    /// previous one's bytes; a block of their own, but no pool buffer of their own).
+    /// Counted in `bytes_requested` too.
+    pub packed_writes: u64,
     /// Time from a write call's start to its return, for a sample of writes: one in
     /// [`ACK_SAMPLE`](Stats::ACK_SAMPLE) per writing thread (the first, then every
     /// `ACK_SAMPLE`-th), so the clock is not read on the other writes' path.
@@ -145,6 +149,7 @@ impl Stats {
             bytes_preallocated: 0,
             prealloc_refused: 0,
             extended_writes: 0,
+            packed_writes: 0,
             write_ack_ns: hist(),
             submit_to_complete_ns: hist(),
             force_ns: hist(),

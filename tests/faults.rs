@@ -729,7 +729,8 @@ fn writers_blocked_on_backpressure_get_the_error() {
             });
             c.faults.fail_all_writes_from(0, libc::EIO);
             for p in 0..8 {
-                c.write_pages(p * 2, 1, 1).unwrap(); // 8 separate blocks
+                // 8 separate buffers: 5 pages are too many to pack into a shared one.
+                c.write_pages(p * 6, 5, 1).unwrap();
             }
             let h = Arc::new(c.h);
             let blocked: Vec<_> = (0..3u64)

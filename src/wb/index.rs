@@ -98,18 +98,44 @@ impl Index {
 
     /// Stores `buf[..len]` as the newest bytes of `[off, off + len)`, written by write
     /// number `seq`. Overlapped blocks are trimmed; a dirty block's unwritten seq passes to
-    /// the new block that replaces its bytes.
+    /// the new block that replaces its bytes. `seq` is newer than every write stored
+    /// before.
     pub(crate) fn insert(&mut self, off: u64, len: u64, buf: BufRef, seq: u64) {
-        // The common rewrite of a dirty page: same range, so swap the buffer in place
-        // (the replaced one returns to the pool) and keep the older unwritten seq.
-        if let Some(b) = self.map.get_mut(&off) {
-            if b.len == len && b.flushing.is_none() {
+        self.insert_at(off, len, buf, 0, seq)
+    }
+
+    /// [`insert`](Index::insert) of the bytes `[buf_off, buf_off + len)` of `buf` (a
+    /// window of a packing buffer, which holds several writes side by side).
+    pub(crate) fn insert_at(&mut self, off: u64, len: u64, buf: BufRef, buf_off: usize, seq: u64) {
+        debug_assert!(self.min_dirty_seq(None).is_none_or(|m| m < seq));
+        debug_assert!(buf_off + len as usize <= buf.filled());
+        let end = off + len;
+        let block = |buf, seq| Block {
+            len,
+            buf,
+            buf_off,
+            seq,
+            flushing: None,
+        };
+        // One descent settles the two common cases: the last block starting before
+        // `end` is the only one that can overlap the range if it starts at or before
+        // `off` (blocks do not overlap).
+        match self.map.range_mut(..end).next_back() {
+            // The rewrite of a dirty page: same range, so swap the buffer in place (the
+            // replaced one returns to the pool) and keep the older unwritten seq.
+            Some((&bs, b)) if bs == off && b.len == len && b.flushing.is_none() => {
                 b.buf = buf;
-                b.buf_off = 0;
+                b.buf_off = buf_off;
+                return;
+            }
+            Some((&bs, b)) if bs + b.len > off => {}
+            // Nothing overlaps: a new block, newer than every dirty one, so the by-seq
+            // heap's top stays live and needs no pruning.
+            _ => {
+                self.put(off, block(buf, seq));
                 return;
             }
         }
-        let end = off + len;
         let mut oldest = seq;
         while let Some((&bs, b)) = self.map.range(..end).next_back() {
             if bs + b.len <= off {
@@ -127,16 +153,7 @@ impl Index {
                 self.put(bs, old.piece(0, off - bs));
             }
         }
-        self.put(
-            off,
-            Block {
-                len,
-                buf,
-                buf_off: 0,
-                seq: oldest,
-                flushing: None,
-            },
-        );
+        self.put(off, block(buf, oldest));
         self.prune();
     }
 
@@ -457,6 +474,7 @@ mod tests {
     }
 
     /// Extents against a byte model: random inserts (exact and chunk-sized buffers),
+    /// packed inserts (windows of a shared packing buffer, which extents may grow into),
     /// in-place growth, sends, completions and failures. After every step the index over
     /// the "file" reads as the newest bytes; a write in flight still holds exactly the
     /// bytes it was sent with (growth never writes what an op references); an extent
@@ -471,6 +489,7 @@ mod tests {
         let mut flying: Vec<(usize, u64, Vec<u8>)> = Vec::new();
         let mut rng = Rng::new(0x5851_F42D_4C95_7F2D);
         let (mut grown, mut refused_in_flight, mut last_end) = (0, 0, 0);
+        let (mut packing, mut packed): (Option<BufRef>, u32) = (None, 0);
         for seq in 1..6000u64 {
             let x = rng.next();
             let byte = seq as u8;
@@ -549,6 +568,22 @@ mod tests {
                         index.unflush(op, s, e);
                     }
                 }
+                _ if x & 192 == 64 && packing.as_ref().is_some_and(|p| p.room() >= 40) => {
+                    // Packed: copied right after the packing buffer's filled bytes (which
+                    // ops in flight and other blocks may reference), a block of its own.
+                    let off = (x >> 8) % 2000;
+                    let len = 1 + (x >> 24) % 40;
+                    let p = packing.as_ref().unwrap();
+                    let at = p.filled();
+                    // SAFETY (test): one thread; appends only past the filled bytes.
+                    unsafe { p.append(&vec![byte; len as usize]) };
+                    index.insert_at(off, len, p.clone(), at, seq);
+                    packed += 1;
+                    last_end = off + len;
+                    for o in off..off + len {
+                        newest.insert(o, byte);
+                    }
+                }
                 _ => {
                     let off = (x >> 8) % 2000;
                     let len = 1 + (x >> 24) % 40;
@@ -558,6 +593,10 @@ mod tests {
                         pool.reserve(len as usize, || {}).unwrap()
                     };
                     b.as_mut_slice().fill(byte);
+                    if x & 192 == 64 {
+                        // The new packing buffer.
+                        packing = Some(b.clone());
+                    }
                     index.insert(off, len, b, seq);
                     last_end = off + len;
                     for o in off..off + len {
@@ -596,8 +635,8 @@ mod tests {
             }
         }
         assert!(
-            grown > 50 && refused_in_flight > 2,
-            "grown {grown}, refused while in flight {refused_in_flight}"
+            grown > 50 && refused_in_flight > 2 && packed > 50,
+            "grown {grown}, refused while in flight {refused_in_flight}, packed {packed}"
         );
     }
 

@@ -130,6 +130,9 @@ pub(crate) struct Inner {
     max_io: usize,
     /// The size of an extent's buffer (0: writes never grow extents).
     chunk: usize,
+    /// The size of a packing buffer (0: writes are never packed); writes of up to a
+    /// quarter of it are packed.
+    pack: usize,
     /// Where the last stored write ended: a write starting there continues it.
     last_end: AtomicU64,
     /// What `force` asks for (`Config::sync`).
@@ -140,6 +143,11 @@ pub(crate) struct Inner {
 
 /// The largest buffer an extent grows to: 256 page writes per iovec.
 const EXTENT_CHUNK: usize = 1 << 20;
+
+/// The size of a packing buffer: 16 page writes share one pool reservation (its lock,
+/// and the cache misses on a recycled buffer's header), while a buffer pinned by one
+/// unwritten write holds back little of the budget.
+const PACK_BYTES: usize = 64 << 10;
 
 /// The clock reading that times this write's ack: taken for one write in
 /// [`Stats::ACK_SAMPLE`] on each thread, so most writes never read the clock.
@@ -222,9 +230,18 @@ impl Inner {
         Ok(())
     }
 
+    /// A writer is about to wait for buffer space: let go of the packing buffer (else,
+    /// with a budget of few buffers, it could hold the one a writer waits for) and wake
+    /// the submitter to write back.
+    fn space_wait(&self) {
+        let released = self.lock().release_packing();
+        drop(released);
+        self.waker.wake();
+    }
+
     /// A pooled buffer for `len` bytes, waiting for write-back to free space if needed.
     fn reserve(&self, len: usize) -> io::Result<(BufRef, Option<Duration>)> {
-        self.pool.reserve(len, || self.waker.wake())
+        self.pool.reserve(len, || self.space_wait())
     }
 
     /// Whether a write at `offset` looks sequential: it starts where the last write
@@ -248,7 +265,7 @@ impl Inner {
             let off = offset.unwrap_or_else(|| self.end.load(Ordering::Acquire));
             let room = chunk - off % chunk;
             if (len as u64) < room {
-                let wake = || self.waker.wake();
+                let wake = || self.space_wait();
                 return self
                     .pool
                     .reserve_extent(len, self.chunk, room as usize, wake);
@@ -275,36 +292,60 @@ impl Inner {
     /// Stores `data` at `offset` (`None`: at the end, as an append) and returns where it
     /// went: in place at the end of the dirty extent it continues when there is one with
     /// room, else copied into a new buffer outside the lock and installed.
+    ///
+    /// A write that continues no extent and is small is packed instead: copied, under
+    /// the lock, right after the previous packed write in the packing buffer, when that
+    /// has room; else it starts a new packing buffer.
     fn store(&self, offset: Option<u64>, data: &[u8]) -> io::Result<u64> {
         let began = ack_clock();
-        if self.chunk > 0 && offset.is_none_or(|o| self.continues(o)) {
+        let sequential = self.chunk > 0 && offset.is_none_or(|o| self.continues(o));
+        let packed = !sequential && data.len() <= self.pack / 4;
+        if sequential || packed {
             let mut st = self.lock();
             st.check_failed()?;
             let off = self.place(&st, offset, data.len())?;
-            if let Some(wake) = st.extend(off, data, self.limits.watermark, Instant::now) {
+            let (mark, now) = (self.limits.watermark, Instant::now);
+            let stored = if sequential {
+                st.extend(off, data, mark, now)
+            } else {
+                st.pack(off, data, mark, now)
+            };
+            if let Some(wake) = stored {
                 self.acked(st, off + data.len() as u64, began, wake);
                 return Ok(off);
             }
         }
-        let (mut buf, waited) = self.reserve_for(offset, data.len())?;
+        let (mut buf, waited) = if packed {
+            let wake = || self.space_wait();
+            self.pool
+                .reserve_extent(data.len(), self.pack, self.pack, wake)?
+        } else {
+            self.reserve_for(offset, data.len())?
+        };
         buf.as_mut_slice().copy_from_slice(data);
-        self.install(offset, buf, began, waited)
+        self.install(offset, buf, began, waited, packed)
     }
 
     /// Installs a filled buffer at `offset` (`None`: at the end, as an append) and returns
-    /// where it went. `began`: when the call started, if its ack is timed.
+    /// where it went. `began`: when the call started, if its ack is timed. `packing`:
+    /// the buffer becomes the packing buffer (see `store`).
     fn install(
         &self,
         offset: Option<u64>,
         buf: BufRef,
         began: Option<Instant>,
         waited: Option<Duration>,
+        packing: bool,
     ) -> io::Result<u64> {
         let len = buf.as_slice().len();
         let mut st = self.lock();
         st.check_failed()?;
         let off = self.place(&st, offset, len)?;
-        let wake = st.install(off, buf, self.limits.watermark, Instant::now);
+        let wake = if packing {
+            st.install_packing(off, buf, self.limits.watermark, Instant::now)
+        } else {
+            st.install(off, buf, self.limits.watermark, Instant::now)
+        };
         if let Some(w) = waited {
             st.stats.backpressure_waits += 1;
             st.stats.backpressure_wait_ns += w.as_nanos() as u64;
@@ -455,6 +496,19 @@ fn extent_chunk(max_write: usize, budget: usize, align: usize) -> usize {
     }
 }
 
+/// The size of a packing buffer: [`PACK_BYTES`], but no more than a sixteenth of the
+/// budget (so that buffers pinned by a few unwritten writes leave room for the rest),
+/// whole pages of the alignment; 0 (no packing) when that leaves less than two pages.
+fn pack_bytes(budget: usize, align: usize) -> usize {
+    let page = align.max(4096);
+    let pack = PACK_BYTES.min(budget / 16) / page * page;
+    if pack < 2 * page {
+        0
+    } else {
+        pack
+    }
+}
+
 impl Inner {
     /// The shared part of a new handle on `hub`'s engine; `cfg` is already valid.
     pub(crate) fn new(file: File, cfg: &Config, hub: &Hub) -> io::Result<Inner> {
@@ -506,6 +560,7 @@ impl Inner {
             direct: cfg.direct_io,
             max_io: cfg.max_io_bytes,
             chunk: extent_chunk(max_write, cfg.buffer_bytes, align),
+            pack: pack_bytes(cfg.buffer_bytes, align),
             last_end: AtomicU64::new(len),
             sync: cfg.sync,
             #[cfg(feature = "fault-injection")]
@@ -526,7 +581,7 @@ impl CommitSink for Inner {
                 Ok(())
             };
         }
-        self.install(Some(offset), buf, ack_clock(), None)
+        self.install(Some(offset), buf, ack_clock(), None, false)
             .map(|_| ())
     }
 

@@ -256,6 +256,9 @@ pub(crate) struct State {
     to_wake: Vec<Notify>,
     /// A wake-up was sent and the submitter has not run since.
     pub wake_sent: bool,
+    /// The packing buffer writes that continue no extent are copied into, side by side,
+    /// while it has room (`pack`): one pool buffer for many small writes.
+    packing: Option<BufRef>,
     dirty_since: Option<Instant>,
     cursor: u64,
     /// Group commit: forcers served by the last sync plus those already waiting for the
@@ -299,6 +302,7 @@ impl State {
             timed_sleep: false,
             to_wake: Vec::new(),
             wake_sent: false,
+            packing: None,
             dirty_since: None,
             cursor: 0,
             expected_group: 1,
@@ -360,6 +364,50 @@ impl State {
         let len = data.len() as u64;
         self.barriers.written(off, off + len);
         Some(self.installed(off + len, len, watermark, now))
+    }
+
+    /// Stores a write by copying it into the packing buffer, right after its filled
+    /// bytes, as a new block over that window: no pool buffer of its own. `None`
+    /// (nothing changed) when there is no packing buffer with room for it; otherwise
+    /// whether to wake the submitter, as for `install`.
+    pub(crate) fn pack(
+        &mut self,
+        off: u64,
+        data: &[u8],
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<bool> {
+        let buf = self.packing.as_ref().filter(|b| b.room() >= data.len())?;
+        let at = buf.filled();
+        // SAFETY: `&mut self` is the state lock, which serializes every append (extents
+        // grow under it too); `room() >= data.len()`.
+        unsafe { buf.append(data) };
+        let buf = buf.clone();
+        let len = data.len() as u64;
+        self.last_seq += 1;
+        self.index.insert_at(off, len, buf, at, self.last_seq);
+        self.stats.packed_writes += 1;
+        Some(self.installed(off + len, len, watermark, now))
+    }
+
+    /// Stops packing into the current packing buffer; returns the reference to drop
+    /// after the lock is released (it may be the last one: the buffer returns to the
+    /// pool).
+    pub(crate) fn release_packing(&mut self) -> Option<BufRef> {
+        self.packing.take()
+    }
+
+    /// [`install`](State::install) of a new packing buffer (holding this write, with
+    /// room for more): later writes go into it by [`pack`](State::pack).
+    pub(crate) fn install_packing(
+        &mut self,
+        off: u64,
+        buf: BufRef,
+        watermark: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> bool {
+        self.packing = Some(buf.clone());
+        self.install(off, buf, watermark, now)
     }
 
     fn installed(
@@ -1427,6 +1475,19 @@ mod tests {
             self.st.install(off, b, u64::MAX, || now);
             false
         }
+        /// A packed write: copied into the packing buffer when it has room (returns
+        /// true), else installed as a new 16 KiB packing buffer.
+        fn write_packed(&mut self, off: u64, len: usize, byte: u8) -> bool {
+            let now = self.now;
+            let data = vec![byte; len];
+            if self.st.pack(off, &data, u64::MAX, || now).is_some() {
+                return true;
+            }
+            let (mut b, _) = self.pool.reserve_extent(len, 16384, 16384, || {}).unwrap();
+            b.as_mut_slice().fill(byte);
+            self.st.install_packing(off, b, u64::MAX, || now);
+            false
+        }
         /// What a read of `[off, end)` sees in the index (`None` for bytes not buffered).
         fn buffered(&self, off: u64, end: u64) -> Vec<Option<u8>> {
             let mut out = vec![None; (end - off) as usize];
@@ -1555,6 +1616,66 @@ mod tests {
             .all(|&b| b == p as u8 + 1)));
         // The chunk is full: the next write starts a new extent.
         assert!(!f.write_seq(65536, 4096, 9));
+    }
+
+    /// Packed writes share one buffer, each a block of its own with its own seq; one in
+    /// flight keeps its bytes while later writes are packed after it and a rewrite of
+    /// its range is copy-on-write; the buffer returns to the pool only once the last
+    /// write in it completed and packing moved on.
+    #[test]
+    fn packed_writes_share_a_buffer_and_keep_bytes_in_flight() {
+        let mut f = Fixture::new();
+        assert!(!f.write_packed(40960, 4096, 1), "the first starts a buffer");
+        assert!(f.write_packed(0, 4096, 2));
+        assert!(f.write_packed(81920, 4096, 3));
+        assert_eq!(f.st.stats.packed_writes, 2);
+        assert_eq!((f.st.index.len(), f.st.last_seq), (3, 3));
+        let shared = |f: &Fixture, a: u64, b: u64| {
+            let (x, y) = (f.st.index.get(a).unwrap(), f.st.index.get(b).unwrap());
+            std::ptr::eq(x.buf.as_slice().as_ptr(), y.buf.as_slice().as_ptr())
+        };
+        assert!(shared(&f, 0, 40960) && shared(&f, 0, 81920), "one buffer");
+        let first = write_ops(&f.plan_forced());
+        assert_eq!(first.len(), 3, "three separate ranges");
+        let op_of = |f: &Fixture, off: u64| {
+            *first
+                .iter()
+                .find(|&&op| matches!(f.st.op(op), Op::Write(w) if w.offset == off))
+                .unwrap()
+        };
+        let zero = op_of(&f, 0);
+        // In flight: the next write is packed right after (past every op's bytes)...
+        assert!(f.write_packed(4096, 4096, 4));
+        // ...which fills it (16 KiB): the rewrite of the range in flight, a new block
+        // (copy-on-write), starts a new buffer.
+        assert!(!f.write_packed(0, 4096, 5));
+        assert_eq!(f.bytes_of(zero), vec![2; 4096], "in-flight bytes changed");
+        let seen = f.buffered(0, 8192);
+        assert!(seen[..4096].iter().all(|&b| b == Some(5)));
+        assert!(seen[4096..].iter().all(|&b| b == Some(4)));
+        assert_eq!(f.pool.live_bytes(), 2 * 16384);
+        for op in first {
+            f.st.complete(op, 4096, &limits(), f.now);
+        }
+        assert_eq!(
+            f.pool.live_bytes(),
+            2 * 16384,
+            "pages 0 and 4096 still use it"
+        );
+        let rest = write_ops(&f.plan_forced());
+        for op in rest {
+            let Op::Write(w) = f.st.op(op) else { panic!() };
+            let len = w.len as i32;
+            f.st.complete(op, len, &limits(), f.now);
+        }
+        assert_eq!(f.st.index.len(), 0);
+        assert_eq!(
+            f.pool.live_bytes(),
+            16384,
+            "the first buffer returned; the packing one is held for the next write"
+        );
+        drop(f.st.release_packing());
+        assert_eq!(f.pool.live_bytes(), 0);
     }
 
     #[test]

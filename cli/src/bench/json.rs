@@ -190,6 +190,9 @@ pub struct WriteBehindJson {
     pub cancelled_fsyncs: u64,
     pub leader_syncs: u64,
     pub bytes_preallocated: u64,
+    /// `io_uring_enter` calls of the engine, and those that submitted (0 on threads).
+    pub engine_enters: u64,
+    pub engine_submits: u64,
     pub submit_to_complete_ns: Option<LatencyJson>,
     pub handle_write_ack_ns: Option<LatencyJson>,
     pub handle_force_ns: Option<LatencyJson>,
@@ -236,6 +239,8 @@ fn figures_json(f: &Figures) -> FiguresJson {
             cancelled_fsyncs: s.cancelled_fsyncs,
             leader_syncs: s.leader_syncs,
             bytes_preallocated: s.bytes_preallocated,
+            engine_enters: s.engine_enters,
+            engine_submits: s.engine_submits,
             submit_to_complete_ns: LatencyJson::of(&s.submit_to_complete_ns),
             handle_write_ack_ns: LatencyJson::of(&s.write_ack_ns),
             handle_force_ns: LatencyJson::of(&s.force_ns),
