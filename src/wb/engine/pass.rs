@@ -132,6 +132,9 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
         let mut timeout: Option<Duration> = None;
         let now = Instant::now();
         let mut left = false;
+        // A writer of some file waits for budget that other files may hold: visit them
+        // all, so that each flushes what it has (see `Pool::space_wanted`).
+        let space_wanted = hub.budget.waiting() > 0;
         for (id, entry) in roster.slots.iter_mut().enumerate() {
             let Some(slot) = entry else { continue };
             let start = next;
@@ -141,7 +144,7 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
             let mine = &completions[start..next];
             let due = slot.deadline.is_some_and(|d| d <= now);
             // Only files with something to do: woken, completions, or a timer due.
-            if slot.inner.waker.take() || !mine.is_empty() || due {
+            if slot.inner.waker.take() || !mine.is_empty() || due || space_wanted {
                 match pass(slot, id, mine, io, &mut pushes, now) {
                     After::Left => {
                         *entry = None;
@@ -212,7 +215,7 @@ fn pass(
             now,
         );
     }
-    st.plan(&inner.limits, now, inner.pool.waiting() > 0, pushes);
+    st.plan(&inner.limits, now, inner.pool.space_wanted(), pushes);
     let target = Target {
         fd: inner.file.as_raw_fd(),
         sync: inner.limits.sync,
