@@ -166,7 +166,10 @@ pub fn drive(
         seq_cursor: AtomicU64::new(0),
         main: thread::current(),
     };
+    let flood = cell.workload == Workload::Flood;
     let quotas: Vec<Option<u64>> = match cell.stop {
+        // flood: A's writer does every op; B's committer runs while A writes.
+        Stop::Ops(n) if flood => vec![Some(n), None],
         Stop::Ops(n) => split_ops(n, cell.threads).into_iter().map(Some).collect(),
         Stop::Duration(_) => vec![None; writers],
     };
@@ -179,7 +182,11 @@ pub fn drive(
                 thread::Builder::new()
                     .name(format!("bench-w{i}"))
                     .spawn_scoped(s, move || {
-                        let out = writer(sh, hs, cell, q, i as u64, align);
+                        let out = if flood && i == 1 {
+                            committer(sh, hs[1], align)
+                        } else {
+                            writer(sh, hs, cell, q, i as u64, align)
+                        };
                         if sh.writers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                             sh.main.unpark();
                         }
@@ -261,7 +268,12 @@ fn writer(
     let ws = cell.write_size;
     let mut block = filled(ws as usize, align, 0xA0 ^ id as u8)?;
     let mut rng = Rng::new(0x5EED ^ (id << 32));
-    let files = hs.len() as u64;
+    // flood: this is A's writer, of hs[0] only.
+    let files = if cell.workload == Workload::Flood {
+        1
+    } else {
+        hs.len() as u64
+    };
     // Blocks per file (the files workload splits the file size over its files).
     let blocks = (cell.file_size / files / ws).max(1);
     let span = blocks * ws;
@@ -298,7 +310,7 @@ fn writer(
         match cell.workload {
             Workload::Pages | Workload::Mixed => h.write(rng.below(blocks) * ws, data)?,
             Workload::Files => hs[file].write(rng.below(blocks) * ws, data)?,
-            Workload::Seq => {
+            Workload::Seq | Workload::Flood => {
                 h.write(sh.seq_cursor.fetch_add(ws, Ordering::Relaxed) % span, data)?
             }
             Workload::Log => {
@@ -336,6 +348,39 @@ fn writer(
         }
     }
     sh.done_ops.fetch_add(unreported, Ordering::Relaxed);
+    Ok(out)
+}
+
+/// The flood workload's file B: appends one aligned page and forces it, in a loop, until
+/// A's writer is done (or the deadline); each force is a sample of `force`. Its appends
+/// count in no other figure.
+fn committer(sh: &Shared, h: &dyn Handle, align: usize) -> io::Result<WriterOut> {
+    let mut page = filled(align, align, 0xB0)?;
+    let mut out = WriterOut {
+        ops: 0,
+        forces: 0,
+        ack: latency_histogram(),
+        force: latency_histogram(),
+        // Before the start: A's writer alone sets the loop's end.
+        end: Instant::now(),
+    };
+    sh.ready.wait();
+    sh.go.wait();
+    let deadline = *sh.deadline.get().expect("set before the go barrier");
+    // A's writer is the other one of `writers_left`.
+    while sh.writers_left.load(Ordering::SeqCst) > 1 && !sh.stopping() {
+        let stamp = out.forces.to_le_bytes();
+        page.as_mut_slice()[..stamp.len()].copy_from_slice(&stamp);
+        h.append(page.as_slice())?;
+        let t0 = Instant::now();
+        h.force()?;
+        let now = Instant::now();
+        record(&mut out.force, now - t0);
+        out.forces += 1;
+        if now >= deadline {
+            break;
+        }
+    }
     Ok(out)
 }
 
