@@ -367,7 +367,10 @@ impl EngineConfig {
         self
     }
 
-    /// Most writes in flight per file (default 128; see [`Config::queue_depth`]).
+    /// Writes in flight the engine aims for (default 128; see [`Config::queue_depth`]),
+    /// shared among the files with dirty data: each may keep `depth / such files` in
+    /// flight, and up to the whole depth while the engine has depth to spare. A file
+    /// alone has it all.
     pub fn queue_depth(mut self, depth: u32) -> Self {
         self.queue_depth = depth;
         self
