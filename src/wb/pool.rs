@@ -173,6 +173,41 @@ impl BudgetState {
     }
 }
 
+impl BudgetState {
+    /// Debug builds, while the engine has at most 64 files (the walk visits them all):
+    /// the sums `update` keeps agree with the accounts, the waiting count with the
+    /// waiters, and the queue holds each file with waiters once, by its first's arrival.
+    fn check_invariants(&self, share: usize, waiting: usize) {
+        if !cfg!(debug_assertions) || self.files.len() > 64 {
+            return;
+        }
+        let accounts = || self.files.iter().flatten();
+        let sum = |f: &dyn Fn(&Account) -> usize| accounts().map(f).sum::<usize>();
+        assert_eq!(sum(&|a| a.live_bytes), self.live_bytes, "live bytes");
+        assert_eq!(sum(&|a| a.unused_share(share)), self.unused_shares);
+        assert_eq!(sum(&|a| a.over(share)), self.over_bytes);
+        assert_eq!(sum(&|a| a.waiters.len()), waiting, "waiting writers");
+        let with_waiters = accounts().filter(|a| !a.waiters.is_empty()).count();
+        assert_eq!(
+            self.queue.len(),
+            with_waiters,
+            "each waiting file queued once"
+        );
+        let heads: Vec<u64> = self
+            .queue
+            .iter()
+            .map(|&f| {
+                self.account(f)
+                    .waiters
+                    .front()
+                    .expect("queued: waits")
+                    .ticket
+            })
+            .collect();
+        assert!(heads.windows(2).all(|w| w[0] < w[1]), "queue by arrival");
+    }
+}
+
 impl Budget {
     pub(crate) fn new(max_bytes: usize) -> Arc<Budget> {
         Arc::new(Budget {
@@ -258,6 +293,8 @@ impl Budget {
     /// freed, a share is let go, and after each grant, so a waiter that fits is never
     /// left asleep.
     fn wake(&self, st: &BudgetState) {
+        // Every change of the budget ends here: check it.
+        st.check_invariants(self.share, self.waiting());
         let mut over_ahead = false;
         for &id in &st.queue {
             let a = st.account(id);
