@@ -131,6 +131,28 @@ struct WriterOut {
     end: Instant,
 }
 
+impl WriterOut {
+    fn new() -> WriterOut {
+        WriterOut {
+            ops: 0,
+            forces: 0,
+            ack: latency_histogram(),
+            force: latency_histogram(),
+            // Before the start: a thread that never sets it does not move the loop's end.
+            end: Instant::now(),
+        }
+    }
+}
+
+impl Shared {
+    /// Waits with every thread for the start; returns the deadline.
+    fn start(&self) -> Instant {
+        self.ready.wait();
+        self.go.wait();
+        *self.deadline.get().expect("set before the go barrier")
+    }
+}
+
 struct ReaderOut {
     reads: u64,
     read: Histogram<u64>,
@@ -280,16 +302,8 @@ fn writer(
     let h = hs[0];
     // The files this writer wrote since its last force: the ones it forces.
     let mut dirty = vec![false; hs.len()];
-    let mut out = WriterOut {
-        ops: 0,
-        forces: 0,
-        ack: latency_histogram(),
-        force: latency_histogram(),
-        end: Instant::now(),
-    };
-    sh.ready.wait();
-    sh.go.wait();
-    let deadline = *sh.deadline.get().expect("set before the go barrier");
+    let mut out = WriterOut::new();
+    let deadline = sh.start();
     let mut unreported = 0u64;
     loop {
         if quota.is_some_and(|q| out.ops >= q) || sh.stopping() {
@@ -356,17 +370,9 @@ fn writer(
 /// count in no other figure.
 fn committer(sh: &Shared, h: &dyn Handle, align: usize) -> io::Result<WriterOut> {
     let mut page = filled(align, align, 0xB0)?;
-    let mut out = WriterOut {
-        ops: 0,
-        forces: 0,
-        ack: latency_histogram(),
-        force: latency_histogram(),
-        // Before the start: A's writer alone sets the loop's end.
-        end: Instant::now(),
-    };
-    sh.ready.wait();
-    sh.go.wait();
-    let deadline = *sh.deadline.get().expect("set before the go barrier");
+    // Its `end` stays before the start: A's writer alone sets the loop's end.
+    let mut out = WriterOut::new();
+    let deadline = sh.start();
     // A's writer is the other one of `writers_left`.
     while sh.writers_left.load(Ordering::SeqCst) > 1 && !sh.stopping() {
         let stamp = out.forces.to_le_bytes();
