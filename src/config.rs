@@ -133,7 +133,10 @@ impl Config {
         self
     }
 
-    /// Most bytes of buffers held in memory before writers wait (default 64 MiB).
+    /// Most bytes of buffers held in memory before writers wait (default 64 MiB): the
+    /// budget of the file's private engine ([`EngineConfig::buffer_bytes`]), and the
+    /// file's cap within an engine's budget when split by
+    /// [`file_config`](Config::file_config) ([`FileConfig::buffer_bytes`]).
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
         self.buffer_bytes = bytes;
         self
@@ -335,6 +338,7 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     pub(crate) backend: Backend,
+    pub(crate) buffer_bytes: usize,
     pub(crate) queue_depth: u32,
     pub(crate) ring_entries: u32,
     pub(crate) io_workers: Option<u32>,
@@ -362,7 +366,24 @@ impl EngineConfig {
         self
     }
 
-    /// Most writes in flight per file (default 128; see [`Config::queue_depth`]).
+    /// Most bytes of buffers the engine's files hold in memory together before writers
+    /// wait (default 64 MiB). Each file with writers (buffers held or writers waiting)
+    /// has a minimum share of 1/16 of it: a write that keeps its file within that share
+    /// waits only for the total, never behind other files' writers. The rest is first
+    /// come, first served, and taking from it leaves the other files' unused shares free,
+    /// so a file that floods writes cannot starve another. The total stays within the
+    /// budget, except by one request that cannot fit beside the others' shares (such as
+    /// one larger than the budget): it is granted when its file holds nothing, it is first
+    /// in line and no file holds more than its share. docs/design.md has the details.
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
+        self
+    }
+
+    /// Writes in flight the engine aims for (default 128; see [`Config::queue_depth`]),
+    /// shared among the files with dirty data: each may keep `depth / such files` in
+    /// flight, and up to the whole depth while the engine has depth to spare. A file
+    /// alone has it all.
     pub fn queue_depth(mut self, depth: u32) -> Self {
         self.queue_depth = depth;
         self
@@ -427,8 +448,9 @@ impl EngineConfig {
 }
 
 /// Settings of one file on an [`Engine`](crate::Engine): a builder like [`Config`], whose
-/// setters of the same names it mirrors. Its write-back budget (`buffer_bytes`,
-/// `max_blocks`) is the file's own.
+/// setters of the same names it mirrors. The memory budget is the engine's
+/// ([`EngineConfig::buffer_bytes`]); `buffer_bytes` and `max_blocks` here cap this file's
+/// part of it.
 ///
 /// ```
 /// use writebehind::{FileConfig, SyncMode};
@@ -439,7 +461,8 @@ impl EngineConfig {
 pub struct FileConfig {
     pub(crate) direct_io: bool,
     pub(crate) sync: SyncMode,
-    pub(crate) buffer_bytes: usize,
+    /// The file's cap within the engine's budget (`None`: the whole budget).
+    pub(crate) buffer_bytes: Option<usize>,
     pub(crate) max_blocks: usize,
     pub(crate) max_write_bytes: Option<usize>,
     pub(crate) max_dirty_age: Duration,
@@ -452,8 +475,12 @@ pub struct FileConfig {
 }
 
 impl Default for FileConfig {
+    /// No cap of its own on the engine's budget; the rest as [`Config::default`].
     fn default() -> Self {
-        Config::default().file_config()
+        FileConfig {
+            buffer_bytes: None,
+            ..Config::default().file_config()
+        }
     }
 }
 
@@ -470,9 +497,11 @@ impl FileConfig {
         self
     }
 
-    /// See [`Config::buffer_bytes`]: this file's budget.
+    /// The most bytes of the engine's budget ([`EngineConfig::buffer_bytes`]) this file
+    /// may hold (default: no cap of its own, the whole budget). A cap larger than the
+    /// budget is the budget.
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
-        self.buffer_bytes = bytes;
+        self.buffer_bytes = Some(bytes);
         self
     }
 
@@ -537,6 +566,7 @@ impl Config {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             backend: self.backend,
+            buffer_bytes: self.buffer_bytes,
             queue_depth: self.queue_depth,
             ring_entries: self.ring_entries,
             io_workers: self.io_workers,
@@ -544,12 +574,13 @@ impl Config {
         }
     }
 
-    /// The file settings of this configuration.
+    /// The file settings of this configuration; its `buffer_bytes` becomes the file's cap
+    /// ([`FileConfig::buffer_bytes`]).
     pub fn file_config(&self) -> FileConfig {
         FileConfig {
             direct_io: self.direct_io,
             sync: self.sync,
-            buffer_bytes: self.buffer_bytes,
+            buffer_bytes: Some(self.buffer_bytes),
             max_blocks: self.max_blocks,
             max_write_bytes: self.max_write_bytes,
             max_dirty_age: self.max_dirty_age,
@@ -562,13 +593,19 @@ impl Config {
         }
     }
 
-    /// Engine and file settings as one `Config`.
+    /// Engine and file settings as one `Config`, whose `buffer_bytes` is the file's cap
+    /// within the engine's budget (an out-of-range cap is kept, for `validate` to refuse).
     pub(crate) fn assemble(e: &EngineConfig, f: &FileConfig) -> Config {
+        let buffer_bytes = match f.buffer_bytes {
+            Some(b) if (1..=MAX_BYTES).contains(&b) => b.min(e.buffer_bytes),
+            Some(b) => b,
+            None => e.buffer_bytes,
+        };
         Config {
             direct_io: f.direct_io,
             sync: f.sync,
             backend: e.backend,
-            buffer_bytes: f.buffer_bytes,
+            buffer_bytes,
             max_blocks: f.max_blocks,
             queue_depth: e.queue_depth,
             max_write_bytes: f.max_write_bytes,

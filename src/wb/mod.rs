@@ -550,7 +550,7 @@ impl Inner {
         Ok(Inner {
             state: Mutex::new(state),
             bell: Bell::default(),
-            pool: Pool::new(cfg.buffer_bytes, cfg.max_blocks, align),
+            pool: Pool::join(&hub.budget, cfg.buffer_bytes, cfg.max_blocks, align),
             file,
             start: AtomicU64::new(0),
             end: AtomicU64::new(len),

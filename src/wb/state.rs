@@ -679,6 +679,15 @@ impl State {
             && !self.waiters.iter().any(|(_, w)| w.result.is_none())
     }
 
+    /// Writes in flight in the engine, and whether dirty data waits: how much of the
+    /// engine's queue depth the file uses and whether it wants a share of it.
+    pub(crate) fn queue_use(&self) -> (usize, bool) {
+        (
+            self.writes_inflight - self.caller_writes,
+            self.index.dirty_count() > 0,
+        )
+    }
+
     /// Nothing is in flight in the engine, so only a wake-up or the timer will rouse the
     /// submitter. (Requests a leading forcer runs on its own thread bring no completion.)
     pub(crate) fn idle(&self) -> bool {

@@ -46,6 +46,12 @@ pub enum Workload {
     /// each forcing the files it dirtied every K writes (many tables of one engine).
     /// Not in the default set: name it with `--workload files`.
     Files,
+    /// Isolation under a flood: file A written sequentially by one writer as fast as it
+    /// can, file B by one committer appending a page and forcing it, in a loop. The table
+    /// shows A's writes (writes/s, MB/s, ack) and B's forces (force p50/p99); writebehind
+    /// runs both files on one Engine, pwrite opens a `FileHandle` per file. `--threads`
+    /// and `--files` do not apply. Not in the default set: `--workload flood`.
+    Flood,
 }
 
 impl Workload {
@@ -67,6 +73,7 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::Redb => "redb",
             Workload::Files => "files",
+            Workload::Flood => "flood",
         }
     }
 
@@ -532,6 +539,8 @@ impl Plan {
         let force_every = match workload {
             Workload::Log => 1,
             Workload::Seq => self.force_every.unwrap_or(0),
+            // A never forces; B forces every append (`workloads::committer`).
+            Workload::Flood => 0,
             Workload::Pages | Workload::Mixed | Workload::Files => {
                 self.force_every.unwrap_or(DEFAULT_FORCE_EVERY)
             }
@@ -541,11 +550,15 @@ impl Plan {
             workload,
             backend,
             batch: 0,
-            threads: self.threads.unwrap_or(match workload {
-                Workload::Log => DEFAULT_LOG_THREADS,
-                Workload::Files => DEFAULT_FILES_THREADS,
-                _ => 1,
-            }),
+            threads: if workload == Workload::Flood {
+                2 // A's writer and B's committer
+            } else {
+                self.threads.unwrap_or(match workload {
+                    Workload::Log => DEFAULT_LOG_THREADS,
+                    Workload::Files => DEFAULT_FILES_THREADS,
+                    _ => 1,
+                })
+            },
             readers: if workload == Workload::Mixed {
                 self.readers
             } else {
@@ -560,10 +573,10 @@ impl Plan {
             } else {
                 self.file_size / write_size * write_size
             },
-            files: if workload == Workload::Files {
-                self.files
-            } else {
-                1
+            files: match workload {
+                Workload::Files => self.files,
+                Workload::Flood => 2,
+                _ => 1,
             },
             stop: self.stop,
             direct: backend.uses_direct(self.direct),

@@ -1,6 +1,7 @@
 //! `--workload files`: many pre-sized files written at once, each writer forcing the files
-//! it dirtied. The writebehind backends open every file on one shared `Engine`; pwrite and
-//! pwrite-direct open a `FileHandle` per file.
+//! it dirtied; `--workload flood`: file A (pre-sized) written sequentially while file B
+//! (empty) takes appends and forces. The writebehind backends open every file on one
+//! shared `Engine`; pwrite and pwrite-direct open a `FileHandle` per file.
 
 use std::io;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use writebehind::{Engine, FileHandle, Handle, Stats, WriteBehindFile};
 
 use super::backends::config;
-use super::cli::CellConfig;
+use super::cli::{CellConfig, Workload};
 use super::machine::Machine;
 use super::run::{finish, Figures};
 use super::scratch::{presize, ScratchFile};
@@ -131,12 +132,19 @@ fn add(mut t: Stats, s: &Stats) -> Stats {
 /// pre-sized to its share of `cell.file_size`; all are removed before returning.
 pub fn run(cell: &CellConfig, machine: &Machine, progress: ProgressFn<'_>) -> io::Result<Figures> {
     let n = u64::from(cell.files.max(1));
-    let per_file = cell.file_size / n;
+    let flood = cell.workload == Workload::Flood;
+    // flood: A gets the whole file size, B starts empty (it is appended to).
+    let per_file = if flood {
+        cell.file_size
+    } else {
+        cell.file_size / n
+    };
     let scratch = (0..n)
         .map(|_| ScratchFile::create(&machine.dir))
         .collect::<io::Result<Vec<_>>>()?;
-    for s in &scratch {
-        presize(s.path(), per_file, machine.dio_alignment)?;
+    for (i, s) in scratch.iter().enumerate() {
+        let len = if flood && i == 1 { 0 } else { per_file };
+        presize(s.path(), len, machine.dio_alignment)?;
     }
     let set = FileSet::open(cell, &scratch)?;
     let engine = set.engine_name();

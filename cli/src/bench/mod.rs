@@ -192,7 +192,7 @@ fn run_all(plan: &Plan, machine: &Machine) -> Vec<CellRun> {
             let sampler = threads::Sampler::start();
             let outcome = match cell.workload {
                 Workload::Redb => redb::run(cell, machine, &shown),
-                Workload::Files => files::run(cell, machine, &shown),
+                Workload::Files | Workload::Flood => files::run(cell, machine, &shown),
                 _ => run_cell(cell, machine, &shown, &open),
             };
             let threads_peak = sampler.map(threads::Sampler::stop);

@@ -307,6 +307,13 @@ pub fn header(plan: &Plan, machine: &Machine, started: &str, command: &str) -> S
             plan.threads.unwrap_or(super::cli::DEFAULT_FILES_THREADS),
         );
     }
+    if plan.workloads.contains(&Workload::Flood) {
+        let _ = writeln!(
+            s,
+            "flood: file A written sequentially by one writer (writes/s, MB/s, ack), file B \
+             one committer appending a page + force (force p50/p99); writebehind: one Engine"
+        );
+    }
     if plan.workloads.contains(&Workload::Redb) {
         let batches: Vec<String> = plan.batches.iter().map(u64::to_string).collect();
         let _ = writeln!(

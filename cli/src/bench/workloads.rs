@@ -131,6 +131,28 @@ struct WriterOut {
     end: Instant,
 }
 
+impl WriterOut {
+    fn new() -> WriterOut {
+        WriterOut {
+            ops: 0,
+            forces: 0,
+            ack: latency_histogram(),
+            force: latency_histogram(),
+            // Before the start: a thread that never sets it does not move the loop's end.
+            end: Instant::now(),
+        }
+    }
+}
+
+impl Shared {
+    /// Waits with every thread for the start; returns the deadline.
+    fn start(&self) -> Instant {
+        self.ready.wait();
+        self.go.wait();
+        *self.deadline.get().expect("set before the go barrier")
+    }
+}
+
 struct ReaderOut {
     reads: u64,
     read: Histogram<u64>,
@@ -166,7 +188,10 @@ pub fn drive(
         seq_cursor: AtomicU64::new(0),
         main: thread::current(),
     };
+    let flood = cell.workload == Workload::Flood;
     let quotas: Vec<Option<u64>> = match cell.stop {
+        // flood: A's writer does every op; B's committer runs while A writes.
+        Stop::Ops(n) if flood => vec![Some(n), None],
         Stop::Ops(n) => split_ops(n, cell.threads).into_iter().map(Some).collect(),
         Stop::Duration(_) => vec![None; writers],
     };
@@ -179,7 +204,11 @@ pub fn drive(
                 thread::Builder::new()
                     .name(format!("bench-w{i}"))
                     .spawn_scoped(s, move || {
-                        let out = writer(sh, hs, cell, q, i as u64, align);
+                        let out = if flood && i == 1 {
+                            committer(sh, hs[1], align)
+                        } else {
+                            writer(sh, hs, cell, q, i as u64, align)
+                        };
                         if sh.writers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                             sh.main.unpark();
                         }
@@ -261,23 +290,20 @@ fn writer(
     let ws = cell.write_size;
     let mut block = filled(ws as usize, align, 0xA0 ^ id as u8)?;
     let mut rng = Rng::new(0x5EED ^ (id << 32));
-    let files = hs.len() as u64;
+    // flood: this is A's writer, of hs[0] only.
+    let files = if cell.workload == Workload::Flood {
+        1
+    } else {
+        hs.len() as u64
+    };
     // Blocks per file (the files workload splits the file size over its files).
     let blocks = (cell.file_size / files / ws).max(1);
     let span = blocks * ws;
     let h = hs[0];
     // The files this writer wrote since its last force: the ones it forces.
     let mut dirty = vec![false; hs.len()];
-    let mut out = WriterOut {
-        ops: 0,
-        forces: 0,
-        ack: latency_histogram(),
-        force: latency_histogram(),
-        end: Instant::now(),
-    };
-    sh.ready.wait();
-    sh.go.wait();
-    let deadline = *sh.deadline.get().expect("set before the go barrier");
+    let mut out = WriterOut::new();
+    let deadline = sh.start();
     let mut unreported = 0u64;
     loop {
         if quota.is_some_and(|q| out.ops >= q) || sh.stopping() {
@@ -298,7 +324,7 @@ fn writer(
         match cell.workload {
             Workload::Pages | Workload::Mixed => h.write(rng.below(blocks) * ws, data)?,
             Workload::Files => hs[file].write(rng.below(blocks) * ws, data)?,
-            Workload::Seq => {
+            Workload::Seq | Workload::Flood => {
                 h.write(sh.seq_cursor.fetch_add(ws, Ordering::Relaxed) % span, data)?
             }
             Workload::Log => {
@@ -336,6 +362,31 @@ fn writer(
         }
     }
     sh.done_ops.fetch_add(unreported, Ordering::Relaxed);
+    Ok(out)
+}
+
+/// The flood workload's file B: appends one aligned page and forces it, in a loop, until
+/// A's writer is done (or the deadline); each force is a sample of `force`. Its appends
+/// count in no other figure.
+fn committer(sh: &Shared, h: &dyn Handle, align: usize) -> io::Result<WriterOut> {
+    let mut page = filled(align, align, 0xB0)?;
+    // Its `end` stays before the start: A's writer alone sets the loop's end.
+    let mut out = WriterOut::new();
+    let deadline = sh.start();
+    // A's writer is the other one of `writers_left`.
+    while sh.writers_left.load(Ordering::SeqCst) > 1 && !sh.stopping() {
+        let stamp = out.forces.to_le_bytes();
+        page.as_mut_slice()[..stamp.len()].copy_from_slice(&stamp);
+        h.append(page.as_slice())?;
+        let t0 = Instant::now();
+        h.force()?;
+        let now = Instant::now();
+        record(&mut out.force, now - t0);
+        out.forces += 1;
+        if now >= deadline {
+            break;
+        }
+    }
     Ok(out)
 }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
+use super::pool::Budget;
 use super::{Inner, WriteBehindFile};
 use crate::config::{Config, EngineConfig, FileConfig};
 use crate::error::os_msg;
@@ -29,9 +30,10 @@ use backend::{open::open_engine, Waker};
 ///
 /// Every file is a [`WriteBehindFile`] with the same contract as one opened on its own;
 /// one submission pass serves all of them, so forces on several files share
-/// `io_uring_enter` calls, and a thousand open files cost one thread and one ring. Each
-/// file keeps its own buffers and budget ([`FileConfig::buffer_bytes`]), its own error
-/// latch, and its own group commits.
+/// `io_uring_enter` calls, and a thousand open files cost one thread and one ring. The
+/// files share one memory budget ([`EngineConfig::buffer_bytes`]), in which each file with
+/// writers keeps a minimum share; each keeps its own error latch and its own group
+/// commits.
 ///
 /// `Engine` is cheap to clone (an `Arc`) and `Send + Sync`. Its thread ends once every
 /// clone is dropped and every file is closed. [`WriteBehindFile::create`] and
@@ -67,6 +69,8 @@ pub(crate) struct Hub {
     pub(crate) kind: BackendKind,
     pub(crate) cfg: EngineConfig,
     pub(crate) io_worker_cap: u32,
+    /// The memory budget all files share ([`EngineConfig::buffer_bytes`]).
+    pub(crate) budget: Arc<Budget>,
     /// `io_uring_enter` calls so far, and those that submitted (published by the thread
     /// after each wait).
     pub(crate) enters: AtomicU64,
@@ -202,6 +206,7 @@ impl Engine {
             kind,
             cfg: cfg.clone(),
             io_worker_cap,
+            budget: Budget::new(cfg.buffer_bytes),
             enters: AtomicU64::new(0),
             submits: AtomicU64::new(0),
             lobby: Mutex::new(Lobby::default()),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::backend::{Completion, IoEngine, Target};
 use super::Hub;
-use crate::wb::state::{Op, Push, State};
+use crate::wb::state::{Limits, Op, Push, State};
 use crate::wb::Inner;
 use std::os::fd::AsRawFd;
 
@@ -32,6 +32,10 @@ struct Slot {
     seen_seq: u64,
     /// When the file must be visited again without being woken (its timer).
     deadline: Option<Instant>,
+    /// Its writes in flight in the engine, and whether it had dirty data, as of its
+    /// last visit (see `Depth`).
+    inflight: usize,
+    busy: bool,
 }
 
 /// The roster: files by slot; a slot is reused only once its file left, which it does
@@ -52,6 +56,8 @@ impl Roster {
             pool_failed: false,
             seen_seq,
             deadline: None,
+            inflight: 0,
+            busy: false,
         };
         match self.free.pop() {
             Some(i) => {
@@ -67,6 +73,42 @@ impl Roster {
 
     fn is_empty(&self) -> bool {
         self.free.len() == self.slots.len()
+    }
+}
+
+/// The engine's queue depth ([`EngineConfig::queue_depth`](crate::EngineConfig)), shared
+/// among the files with dirty data or writes in flight: each may keep its fair part
+/// (`depth / busy files`) in flight, and more while the engine has depth to spare. So one
+/// file streaming writes cannot keep a sibling's writes out, and a file alone has the
+/// whole depth. The total stays within `depth` plus what files below their fair part
+/// add (at most `depth` more).
+struct Depth {
+    depth: usize,
+    inflight: usize,
+    busy: usize,
+}
+
+impl Depth {
+    /// How many writes `slot` may have in flight after its part of this pass.
+    fn allowed(&self, slot: &Slot) -> usize {
+        let fair = (self.depth / self.busy.max(1)).max(1);
+        let spare = self.depth.saturating_sub(self.inflight);
+        fair.max(slot.inflight + spare)
+    }
+
+    /// Accounts for a file's use after its part of the pass (`was`: its slot's figures,
+    /// updated).
+    fn update(&mut self, was: (&mut usize, &mut bool), (inflight, dirty): (usize, bool)) {
+        self.inflight = self.inflight - *was.0 + inflight;
+        let busy = inflight > 0 || dirty;
+        self.busy = self.busy + usize::from(busy) - usize::from(*was.1);
+        (*was.0, *was.1) = (inflight, busy);
+    }
+
+    /// A slot left the roster.
+    fn remove(&mut self, slot: &Slot) {
+        self.inflight -= slot.inflight;
+        self.busy -= usize::from(slot.busy);
     }
 }
 
@@ -122,6 +164,14 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
     let mut completions: Vec<Completion> = Vec::new();
     let mut pushes: Vec<Push> = Vec::new();
     let mut engine_errors = 0;
+    let mut depth = Depth {
+        depth: hub.cfg.queue_depth as usize,
+        inflight: 0,
+        busy: 0,
+    };
+    // Where the walk over the roster starts: it moves on every pass, so that no file
+    // always gets the first pick of the engine's spare depth (round-robin).
+    let mut first_slot = 0;
     loop {
         {
             let mut r = hub.lobby();
@@ -145,22 +195,45 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
         let mut timeout: Option<Duration> = None;
         let now = Instant::now();
         let mut left = false;
-        for (id, entry) in roster.slots.iter_mut().enumerate() {
-            let Some(slot) = entry else { continue };
-            let start = next;
-            while next < completions.len() && (completions[next].user_data >> 32) as usize == id {
-                next += 1;
+        // A writer of some file waits for budget that other files may hold: visit them
+        // all, so that each flushes what it has (see `Pool::space_wanted`).
+        let space_wanted = hub.budget.waiting() > 0;
+        let n = roster.slots.len();
+        first_slot = if n == 0 { 0 } else { (first_slot + 1) % n };
+        // Completions by slot, found before the walk (which does not go in slot order).
+        let mut by_slot: Vec<(usize, usize)> = Vec::new();
+        for (i, c) in completions.iter().enumerate() {
+            let id = (c.user_data >> 32) as usize;
+            match by_slot.last_mut() {
+                Some((last, _)) if *last == id => {}
+                _ => by_slot.push((id, i)),
             }
-            let mine = &completions[start..next];
+        }
+        let completed = |id: usize| -> &[Completion] {
+            match by_slot.binary_search_by_key(&id, |&(s, _)| s) {
+                Ok(k) => {
+                    let start = by_slot[k].1;
+                    let end = by_slot.get(k + 1).map_or(completions.len(), |&(_, e)| e);
+                    &completions[start..end]
+                }
+                Err(_) => &[],
+            }
+        };
+        for id in (first_slot..n).chain(0..first_slot) {
+            let entry = &mut roster.slots[id];
+            let Some(slot) = entry else { continue };
+            let mine = completed(id);
+            next += mine.len();
             let due = slot.deadline.is_some_and(|d| d <= now);
             // Only files with something to do: woken, completions, or a timer due.
-            if slot.inner.waker.take() || !mine.is_empty() || due {
-                match pass(slot, id, mine, io, &mut pushes, now) {
+            if slot.inner.waker.take() || !mine.is_empty() || due || space_wanted {
+                match pass(slot, id, mine, io, &mut pushes, now, &mut depth) {
                     After::Left => {
                         #[cfg(feature = "fault-injection")]
                         if slot.inner.faults.is_some() {
                             io.set_faults(id, None);
                         }
+                        depth.remove(slot);
                         *entry = None;
                         roster.free.push(id);
                         left = true;
@@ -217,6 +290,7 @@ fn pass(
     io: &mut dyn IoEngine,
     pushes: &mut Vec<Push>,
     now: Instant,
+    depth: &mut Depth,
 ) -> After {
     let inner = &*slot.inner;
     let mut st = inner.lock();
@@ -229,7 +303,16 @@ fn pass(
             now,
         );
     }
-    st.plan(&inner.limits, now, inner.pool.waiting() > 0, pushes);
+    let allowed = depth.allowed(slot).min(inner.limits.queue_depth);
+    if allowed == inner.limits.queue_depth {
+        st.plan(&inner.limits, now, inner.pool.space_wanted(), pushes);
+    } else {
+        let limits = Limits {
+            queue_depth: allowed,
+            ..inner.limits.clone()
+        };
+        st.plan(&limits, now, inner.pool.space_wanted(), pushes);
+    }
     let target = Target {
         fd: inner.file.as_raw_fd(),
         sync: inner.limits.sync,
@@ -242,6 +325,7 @@ fn pass(
         inner.pool.fail(code);
         slot.pool_failed = true;
     }
+    depth.update((&mut slot.inflight, &mut slot.busy), st.queue_use());
     if st.finished() {
         drop(st);
         inner.pool.fail(libc::EBADF);
