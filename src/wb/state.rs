@@ -340,8 +340,7 @@ impl State {
         let len = buf.as_slice().len() as u64;
         self.last_seq += 1;
         self.index.insert(off, len, buf, self.last_seq);
-        self.barriers.written(off, off + len);
-        self.installed(off + len, len, watermark, now)
+        self.installed(off, len, watermark, now)
     }
 
     /// Stores a write that continues the dirty extent ending at `off` by copying it into
@@ -361,9 +360,7 @@ impl State {
         // a force registered after it targets it.
         self.last_seq += 1;
         self.stats.extended_writes += 1;
-        let len = data.len() as u64;
-        self.barriers.written(off, off + len);
-        Some(self.installed(off + len, len, watermark, now))
+        Some(self.installed(off, data.len() as u64, watermark, now))
     }
 
     /// Stores a write by copying it into the packing buffer, right after its filled
@@ -387,7 +384,7 @@ impl State {
         self.last_seq += 1;
         self.index.insert_at(off, len, buf, at, self.last_seq);
         self.stats.packed_writes += 1;
-        Some(self.installed(off + len, len, watermark, now))
+        Some(self.installed(off, len, watermark, now))
     }
 
     /// Stops packing into the current packing buffer; returns the reference to drop
@@ -410,15 +407,19 @@ impl State {
         self.install(off, buf, watermark, now)
     }
 
+    /// What every way of storing a write (`install`, `extend`, `pack`) does after the
+    /// index took `[off, off + len)`: the size-change barriers learn of the bytes (a
+    /// zero fill of grown space must not land on them), then the end and the wake-up.
     fn installed(
         &mut self,
-        end: u64,
+        off: u64,
         len: u64,
         watermark: u64,
         now: impl FnOnce() -> Instant,
     ) -> bool {
+        self.barriers.written(off, off + len);
         self.check_invariants();
-        self.end = self.end.max(end);
+        self.end = self.end.max(off + len);
         self.stats.bytes_requested += len;
         let first_dirty = self.dirty_since.is_none();
         if first_dirty {
@@ -2554,11 +2555,30 @@ mod tests {
     /// sent only after it (`barrier.rs`).
     #[test]
     fn zero_fills_of_grown_space_never_land_on_later_writes() {
+        zero_fills_skip_the_write(Fixture::write);
+    }
+
+    /// The same with the write packed into a shared buffer (`State::pack`): every way of
+    /// storing a write tells the barriers.
+    #[test]
+    fn zero_fills_of_grown_space_never_land_on_packed_writes() {
+        // The write's first half starts a packing buffer, its second half is packed.
+        zero_fills_skip_the_write(|f: &mut Fixture, off, len, byte| {
+            let half = len / 2;
+            assert!(
+                !f.write_packed(off, half, byte),
+                "starts the packing buffer"
+            );
+            assert!(f.write_packed(off + half as u64, half, byte), "packed");
+        });
+    }
+
+    fn zero_fills_skip_the_write(write: impl Fn(&mut Fixture, u64, usize, u8)) {
         const MB: u64 = 1 << 20;
         let mut f = Fixture::new();
         f.st.barriers = Barriers::new(1, Some(4096), MB, 0);
         f.st.set_len(8 * MB);
-        f.write(4096, 4096, 1);
+        write(&mut f, 4096, 4096, 1);
         // Runs every request until a fill of the grown space (below the end) is pending.
         let mut fills = Vec::new();
         let grown_fill = loop {
