@@ -489,7 +489,10 @@ mod tests {
                     lim.queue_depth,
                     lim.max_write_bytes
                 );
-                assert!(lim.queue_depth <= d.allowed(inflight), "within its part of the depth");
+                assert!(
+                    lim.queue_depth <= d.allowed(inflight),
+                    "within its part of the depth"
+                );
             }
         }
         // Alone with a sibling that writes its own data: half of the bytes, as 8 writes.
