@@ -21,6 +21,16 @@ use std::os::fd::AsRawFd;
 /// After this many consecutive engine failures the thread gives up (see `run`).
 const MAX_ENGINE_ERRORS: u32 = 3;
 
+/// Bytes of direct writes the engine keeps in flight, shared among its busy files, while
+/// it serves more than one file. A direct write waits in the device's queue behind every
+/// byte sent before it, so a file streaming merged writes (up to 4 MiB each) could
+/// otherwise put the whole memory budget ahead of a sibling's 4 KiB commit.
+const SHARED_DIRECT_BYTES: u64 = 16 << 20;
+
+/// With [`SHARED_DIRECT_BYTES`], a file's share is cut into about this many writes (fewer,
+/// larger writes cost less CPU; more keep the device busy).
+const SHARED_DIRECT_WRITES: u64 = 8;
+
 /// A file on the roster.
 struct Slot {
     inner: Arc<Inner>,
@@ -74,6 +84,10 @@ impl Roster {
     fn is_empty(&self) -> bool {
         self.free.len() == self.slots.len()
     }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
 }
 
 /// The engine's queue depth ([`EngineConfig::queue_depth`](crate::EngineConfig)), shared
@@ -86,14 +100,17 @@ struct Depth {
     depth: usize,
     inflight: usize,
     busy: usize,
+    /// The engine serves more than one file (this pass).
+    shared: bool,
 }
 
 impl Depth {
-    /// How many writes `slot` may have in flight after its part of this pass.
-    fn allowed(&self, slot: &Slot) -> usize {
+    /// How many writes a file with `inflight` in flight may have after its part of this
+    /// pass.
+    fn allowed(&self, inflight: usize) -> usize {
         let fair = (self.depth / self.busy.max(1)).max(1);
         let spare = self.depth.saturating_sub(self.inflight);
-        fair.max(slot.inflight + spare)
+        fair.max(inflight + spare)
     }
 
     /// Accounts for a file's use after its part of the pass (`was`: its slot's figures,
@@ -103,6 +120,34 @@ impl Depth {
         let busy = inflight > 0 || dirty;
         self.busy = self.busy + usize::from(busy) - usize::from(*was.1);
         (*was.0, *was.1) = (inflight, busy);
+    }
+
+    /// The limits the planner of a file with `inflight` writes in flight works within
+    /// this pass (`None`: its own, `base`): its part of the depth and, for a direct file
+    /// while the engine serves others, of [`SHARED_DIRECT_BYTES`], spent as at most its
+    /// part of the depth in writes of a size that keeps their sum within it.
+    fn limits(&self, inflight: usize, base: &Limits, direct: bool) -> Option<Limits> {
+        let allowed = self.allowed(inflight).min(base.queue_depth);
+        if !(direct && self.shared) {
+            return (allowed < base.queue_depth).then(|| Limits {
+                queue_depth: allowed,
+                ..base.clone()
+            });
+        }
+        // A sibling not counted busy (its forcers write its data themselves) still
+        // wants the device: keep a part for it.
+        let share = SHARED_DIRECT_BYTES / self.busy.max(2) as u64;
+        let align = base.align.max(1);
+        let parts = (allowed as u64).clamp(1, SHARED_DIRECT_WRITES);
+        let size = (share / parts / align * align)
+            .min(base.max_write_bytes)
+            .max(align);
+        let count = ((share / size) as usize).clamp(1, allowed);
+        Some(Limits {
+            queue_depth: count,
+            max_write_bytes: size,
+            ..base.clone()
+        })
     }
 
     /// A slot left the roster.
@@ -168,6 +213,7 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
         depth: hub.cfg.queue_depth as usize,
         inflight: 0,
         busy: 0,
+        shared: false,
     };
     // Where the walk over the roster starts: it moves on every pass, so that no file
     // always gets the first pick of the engine's spare depth (round-robin).
@@ -198,6 +244,7 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
         // A writer of some file waits for budget that other files may hold: visit them
         // all, so that each flushes what it has (see `Pool::space_wanted`).
         let space_wanted = hub.budget.waiting() > 0;
+        depth.shared = roster.len() > 1;
         let n = roster.slots.len();
         first_slot = if n == 0 { 0 } else { (first_slot + 1) % n };
         // Completions by slot, found before the walk (which does not go in slot order).
@@ -303,16 +350,13 @@ fn pass(
             now,
         );
     }
-    let allowed = depth.allowed(slot).min(inner.limits.queue_depth);
-    if allowed == inner.limits.queue_depth {
-        st.plan(&inner.limits, now, inner.pool.space_wanted(), pushes);
-    } else {
-        let limits = Limits {
-            queue_depth: allowed,
-            ..inner.limits.clone()
-        };
-        st.plan(&limits, now, inner.pool.space_wanted(), pushes);
-    }
+    let limits = depth.limits(slot.inflight, &inner.limits, inner.direct);
+    st.plan(
+        limits.as_ref().unwrap_or(&inner.limits),
+        now,
+        inner.pool.space_wanted(),
+        pushes,
+    );
     let target = Target {
         fd: inner.file.as_raw_fd(),
         sync: inner.limits.sync,
@@ -402,5 +446,66 @@ fn push(
         if let Some(sync) = linked {
             st.complete(sync, -libc::ECANCELED, &inner.limits, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyncMode;
+
+    fn base(align: u64) -> Limits {
+        Limits {
+            queue_depth: 128,
+            max_write_bytes: 4 << 20,
+            watermark: 1 << 20,
+            max_dirty_age: Duration::from_millis(10),
+            align,
+            sync: SyncMode::Data,
+        }
+    }
+
+    fn depth(busy: usize, inflight: usize, shared: bool) -> Depth {
+        Depth {
+            depth: 128,
+            inflight,
+            busy,
+            shared,
+        }
+    }
+
+    #[test]
+    fn a_direct_file_beside_others_keeps_its_bytes_in_flight_within_its_share() {
+        for busy in [0, 1, 2, 3, 16, 64, 1000] {
+            for inflight in [0, 1, 8, 100] {
+                let d = depth(busy, inflight, true);
+                let lim = d.limits(inflight, &base(512), true).expect("capped");
+                let share = SHARED_DIRECT_BYTES / busy.max(2) as u64;
+                assert!(lim.queue_depth >= 1 && lim.max_write_bytes >= 512);
+                assert_eq!(lim.max_write_bytes % 512, 0, "aligned");
+                assert!(
+                    lim.queue_depth as u64 * lim.max_write_bytes <= share.max(512),
+                    "busy {busy}: {} writes of {} bytes exceed a share of {share}",
+                    lim.queue_depth,
+                    lim.max_write_bytes
+                );
+                assert!(
+                    lim.queue_depth <= d.allowed(inflight),
+                    "within its part of the depth"
+                );
+            }
+        }
+        // Alone with a sibling that writes its own data: half of the bytes, as 8 writes.
+        let lim = depth(1, 0, true).limits(0, &base(512), true).unwrap();
+        assert_eq!((lim.queue_depth, lim.max_write_bytes), (8, 1 << 20));
+    }
+
+    #[test]
+    fn alone_or_buffered_only_the_depth_is_shared() {
+        // Alone on its engine: its own limits.
+        assert!(depth(1, 0, false).limits(0, &base(512), true).is_none());
+        // Buffered, beside a file with dirty data: its part of the depth, full-size writes.
+        let lim = depth(2, 128, true).limits(0, &base(1), false).unwrap();
+        assert_eq!((lim.queue_depth, lim.max_write_bytes), (64, 4 << 20));
     }
 }
