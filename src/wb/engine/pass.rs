@@ -208,6 +208,8 @@ pub(crate) fn run(hub: Arc<Hub>, mut io: Box<dyn IoEngine>) {
 fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
     let mut completions: Vec<Completion> = Vec::new();
     let mut pushes: Vec<Push> = Vec::new();
+    // (slot, index of its first completion), kept across passes for its capacity.
+    let mut by_slot: Vec<(usize, usize)> = Vec::new();
     let mut engine_errors = 0;
     let mut depth = Depth {
         depth: hub.cfg.queue_depth as usize,
@@ -248,7 +250,7 @@ fn serve(hub: &Hub, io: &mut dyn IoEngine, roster: &mut Roster) -> Option<i32> {
         let n = roster.slots.len();
         first_slot = if n == 0 { 0 } else { (first_slot + 1) % n };
         // Completions by slot, found before the walk (which does not go in slot order).
-        let mut by_slot: Vec<(usize, usize)> = Vec::new();
+        by_slot.clear();
         for (i, c) in completions.iter().enumerate() {
             let id = (c.user_data >> 32) as usize;
             match by_slot.last_mut() {
