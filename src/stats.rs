@@ -103,6 +103,15 @@ pub struct Stats {
     pub submit_to_complete_ns: Histogram<u64>,
     /// Time a `force`/`force_range` call took.
     pub force_ns: Histogram<u64>,
+    /// Writes of this handle in flight on the engine when a `force`/`force_range` began
+    /// to wait (forces found already durable are not counted): how much of its data was
+    /// already on its way to the device.
+    pub writes_in_flight_at_force: Histogram<u64>,
+    /// Writes of this handle in flight on the engine while a force waited, weighted by
+    /// time: each value is counted once per microsecond it lasted, as seen by the
+    /// submission thread at each of its passes. Its mean is the queue depth the handle
+    /// kept while forcers waited (0 while a forcer writes its own commit).
+    pub queue_while_forcing: Histogram<u64>,
     /// Calls into the kernel (`io_uring_enter`) by the submission thread of this
     /// handle's [`Engine`](crate::Engine), for all its files together, so far (0 on the
     /// thread backend).
@@ -153,6 +162,8 @@ impl Stats {
             write_ack_ns: hist(),
             submit_to_complete_ns: hist(),
             force_ns: hist(),
+            writes_in_flight_at_force: hist(),
+            queue_while_forcing: hist(),
             engine_enters: 0,
             engine_submits: 0,
             io_worker_cap: 0,

@@ -144,6 +144,65 @@ fn sequential_pages_coalesce_into_few_writes() {
     }
 }
 
+/// 200 scattered pages of a direct file, well below the watermark, with no force and an
+/// hour of dirty age: write-back still starts on its own (enough scattered blocks that a
+/// force would hand them to the engine anyway), so the device works while the writer
+/// goes on; the force that follows finds them written. A buffered file waits as before.
+#[test]
+fn scattered_pages_are_written_before_any_force() {
+    let direct = Config::default()
+        .direct_io(true)
+        .max_dirty_age(std::time::Duration::from_secs(3600));
+    for (name, cfg) in [
+        ("direct", direct.clone()),
+        ("direct, threads backend", direct.backend(Backend::Threads)),
+        (
+            "buffered",
+            Config::default().max_dirty_age(std::time::Duration::from_secs(3600)),
+        ),
+    ] {
+        let dir = common::tempdir();
+        let file = WriteBehindFile::create(dir.path().join("pages"), &cfg).unwrap();
+        // Every other page of 400, scrambled: no two adjacent.
+        let pages: Vec<u64> = (0..200u64).map(|i| (i * 67 % 200) * 2).collect();
+        for &p in &pages {
+            file.write(p * PAGE as u64, &page_image(p, 1)).unwrap();
+        }
+        if name == "buffered" {
+            thread::sleep(std::time::Duration::from_millis(100));
+            assert_eq!(
+                file.stats().bytes_written,
+                0,
+                "{name}: written before a force"
+            );
+        }
+        // Fewer than 64 left (`EAGER_BLOCKS`, where write-back starts early): pages
+        // written after a stream ended wait for the next 64, the age or the force, and
+        // those its last completions left that one lead can take wait for the force.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while name != "buffered" && file.stats().bytes_written <= (200 - 64) * PAGE as u64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: {} of 200 pages written after 10 s without a force",
+                file.stats().bytes_written / PAGE as u64
+            );
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(file.stats().fsyncs, 0, "{name}: nothing forced");
+        file.force().unwrap();
+        let stats = file.close().unwrap();
+        assert_eq!(stats.bytes_written, 200 * PAGE as u64, "{name}");
+        let back = std::fs::read(dir.path().join("pages")).unwrap();
+        for &p in &pages {
+            let at = (p as usize) * PAGE;
+            assert!(
+                back[at..at + PAGE] == page_image(p, 1)[..],
+                "{name}: page {p}"
+            );
+        }
+    }
+}
+
 /// A sequential writer grows extents while write-back sends their older parts (small
 /// budgets: chunks of a few pages, always some in flight), readers read spans that end at
 /// the newest byte (an extent's old and new bytes, its in-flight and growing parts), and a

@@ -172,6 +172,11 @@ impl Barriers {
         self
     }
 
+    /// The file is open with `O_DIRECT`.
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct
+    }
+
     /// Queues a truncate to `len`, taking write sequence number `seq` (`None`: a trim
     /// nobody waits for).
     pub(crate) fn truncate(&mut self, len: u64, seq: Option<u64>) {

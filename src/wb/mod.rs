@@ -55,7 +55,8 @@ use state::{Limits, Next, Notify, State};
 /// - `write`/`append`/a released [`WriteBuffer`] returning Ok means the bytes are in this
 ///   handle's memory and every later read sees them: **not** on disk, not even written.
 ///   Write-back starts on its own (a watermark of dirty bytes, [`Config::max_dirty_age`],
-///   a writer waiting for buffer space) and on `force` and `close`.
+///   with direct I/O many scattered dirty blocks, a writer waiting for buffer space) and
+///   on `force` and `close`.
 /// - [`force`](Handle::force) returning Ok means every write that returned before the call
 ///   was written in full and then covered by an `fdatasync` (or `fsync`, per
 ///   [`Config::sync`]) that started after it completed. Concurrent forces share one sync

@@ -32,6 +32,12 @@ const IOV_MAX: usize = 1024;
 const MAX_RETRIES: u32 = 64;
 /// How long the submitter waits before pushing again a write the engine refused.
 const RESUBMIT_PAUSE: Duration = Duration::from_millis(1);
+/// Dirty blocks at which write-back of a direct file starts early, below the watermark
+/// and before any force, when they could not go out as one lead anyway (see `eager`):
+/// scattered pages then reach the device while the writer fills the rest, instead of all
+/// at the force. Well above a lead's runs, so a commit small enough to lead is left to
+/// its forcer.
+pub(crate) const EAGER_BLOCKS: usize = 64;
 
 /// Fixed settings the planner needs.
 #[derive(Clone, Debug)]
@@ -260,6 +266,15 @@ pub(crate) struct State {
     /// while it has room (`pack`): one pool buffer for many small writes.
     packing: Option<BufRef>,
     dirty_since: Option<Instant>,
+    /// When the last pass saw a forcer waiting, and the engine's writes in flight then
+    /// (`sample_queue`).
+    queue_sample: Option<(Instant, u64)>,
+    /// The last `plan` left writes in flight on the engine: the completions applied
+    /// before the next one ended a stream, not a quiet spell (see `eager`).
+    streaming: bool,
+    /// A write that brings the dirty blocks to `EAGER_BLOCKS` may wake the submitter
+    /// (see `installed`).
+    eager_armed: bool,
     cursor: u64,
     /// Group commit: forcers served by the last sync plus those already waiting for the
     /// next one, and until when the next sync may wait for that many to be ready.
@@ -304,6 +319,9 @@ impl State {
             wake_sent: false,
             packing: None,
             dirty_since: None,
+            queue_sample: None,
+            streaming: false,
+            eager_armed: true,
             cursor: 0,
             expected_group: 1,
             gather_until: None,
@@ -426,7 +444,14 @@ impl State {
             self.dirty_since = Some(now());
         }
         let age_clock = first_dirty && !self.timed_sleep;
-        self.wants_wake(age_clock || self.index.dirty_bytes() >= watermark)
+        // Once as the dirty blocks reach `EAGER_BLOCKS`, then not again before a pass
+        // saw fewer: a wake per write (or rewrite) while `plan` finds them fit for a
+        // lead would cost a syscall each.
+        let eager = self.eager_armed
+            && self.barriers.is_direct()
+            && self.index.dirty_count() >= EAGER_BLOCKS;
+        self.eager_armed &= !eager;
+        self.wants_wake(age_clock || eager || self.index.dirty_bytes() >= watermark)
     }
 
     /// Checks the block model's invariants after a transition (debug builds; the full
@@ -542,6 +567,10 @@ impl State {
             self.stats.forces_immediate += 1;
             return None;
         }
+        let engine_writes = (self.writes_inflight - self.caller_writes) as u64;
+        self.stats
+            .writes_in_flight_at_force
+            .saturating_record(engine_writes);
         let entry = self.waiters.vacant_entry();
         let key = entry.key();
         let notify = match notify.into() {
@@ -803,7 +832,8 @@ impl State {
             || space_waiters
             || old
             || self.writes_inflight > 0
-            || self.index.dirty_bytes() >= lim.watermark;
+            || self.index.dirty_bytes() >= lim.watermark
+            || self.eager(lim);
         let mut new_ops = 0;
         let mut last_new = None;
         if flush {
@@ -834,7 +864,42 @@ impl State {
             let single_new = if new_ops == 1 { last_new } else { None };
             self.plan_sync(single_new, lim, now, out);
         }
+        self.sample_queue(now);
+        self.streaming = self.writes_inflight > self.caller_writes;
+        self.eager_armed |= self.index.dirty_count() < EAGER_BLOCKS;
         self.check_invariants();
+    }
+
+    /// Counts the engine's writes in flight since the last pass for each microsecond
+    /// that passed, while some forcer waited (`Stats::queue_while_forcing`).
+    fn sample_queue(&mut self, now: Instant) {
+        if let Some((since, writes)) = self.queue_sample.take() {
+            let us = now.saturating_duration_since(since).as_micros() as u64;
+            self.stats
+                .queue_while_forcing
+                .saturating_record_n(writes, us);
+        }
+        if self.waiters.iter().any(|(_, w)| w.result.is_none()) {
+            self.queue_sample = Some((now, (self.writes_inflight - self.caller_writes) as u64));
+        }
+    }
+
+    /// Whether to start write-back of a direct file early, with nothing in flight, below
+    /// the watermark and before any force: many scattered dirty blocks, more than one
+    /// lead could take. A force would hand them to this thread anyway, and then wait for
+    /// all of them with the device idle until it came; sent now, the device writes them
+    /// while the writer goes on (once writes are in flight each completion sends what is
+    /// dirty). The same goes on when the last completions of a stream emptied the queue:
+    /// what came meanwhile goes out too. A commit that fits a lead stays its forcer's,
+    /// and an extent counts once however many writes grew it (sequential data still
+    /// waits for the watermark, to merge). Buffered files are left alone: their write
+    /// completes as a copy into the page cache, not device work (that waits for the
+    /// sync), so starting it early only moves that copy into the writer's time
+    /// (docs/benchmarks.md measured no gain).
+    fn eager(&self, lim: &Limits) -> bool {
+        self.barriers.is_direct()
+            && (self.index.dirty_count() >= EAGER_BLOCKS || self.streaming)
+            && !self.dirty_fits_a_lead(lim)
     }
 
     /// Sends runs of dirty blocks C-SCAN from the cursor, wrapping once (so no offset
@@ -1804,6 +1869,135 @@ mod tests {
         };
         assert_eq!((wr.offset, wr.len), (65536, 65536), "the full chunk only");
         let _ = busy;
+    }
+
+    /// Scattered pages of a direct file below the watermark go out before any force once
+    /// there are `EAGER_BLOCKS` of them: the writer that reaches that count wakes the
+    /// idle submitter (once), whose plan sends them; completions then keep the queue
+    /// full, and what came meanwhile goes out when the last of them empty it. A force
+    /// finds them in flight. Fewer blocks, blocks that fit one lead, an extent of as
+    /// many pages, and any of a buffered file all wait as before.
+    #[test]
+    fn scattered_pages_go_out_before_a_force_once_there_are_enough() {
+        let lim = Limits {
+            align: 512,
+            ..limits()
+        };
+        let direct = || {
+            let mut f = Fixture::new();
+            f.st.barriers = Barriers::new(1, Some(4096), 0, 0).direct(true);
+            // The submitter sleeps with its age timer (it served writes before).
+            (f.st.sleeping, f.st.timed_sleep) = (true, true);
+            f
+        };
+        let plan = |f: &mut Fixture, lim: &Limits| {
+            let mut out = Vec::new();
+            f.st.plan(lim, f.now, false, &mut out);
+            out
+        };
+        // A page at `off`; returns whether the writer must wake the submitter.
+        let page = |f: &mut Fixture, off: u64| {
+            let (mut b, _) = f.pool.reserve(4096, || {}).unwrap();
+            b.as_mut_slice().fill(off as u8);
+            let now = f.now;
+            f.st.install(off, b, u64::MAX, || now)
+        };
+        // Every other page: no two blocks adjacent, each its own run.
+        let scattered = |i: u64| i * 8192;
+
+        let mut f = direct();
+        for i in 0..EAGER_BLOCKS as u64 - 1 {
+            assert!(!page(&mut f, scattered(i)), "page {i} woke the submitter");
+        }
+        assert!(plan(&mut f, &lim).is_empty(), "sent below the eager count");
+        f.st.sleeping = true;
+        let last = scattered(EAGER_BLOCKS as u64);
+        assert!(page(&mut f, last), "the eager count wakes it");
+        assert!(!page(&mut f, scattered(1000)), "only once");
+        let first = write_ops(&plan(&mut f, &lim));
+        assert_eq!(first.len(), lim.queue_depth, "the queue filled");
+        assert_eq!(f.st.index.dirty_count(), EAGER_BLOCKS + 1 - first.len());
+        // The force finds them in flight; each completion sends more.
+        f.force();
+        let at_force = &f.st.stats.writes_in_flight_at_force;
+        assert_eq!(at_force.max(), first.len() as u64);
+        assert_eq!(write_ops(&plan(&mut f, &lim)).len(), 0, "the queue is full");
+        f.now += Duration::from_micros(100);
+        f.st.complete(first[0], 4096, &lim, f.now);
+        assert_eq!(write_ops(&plan(&mut f, &lim)).len(), 1);
+        // 100 µs at a full queue, seen by the pass after the force.
+        let q = &f.st.stats.queue_while_forcing;
+        assert_eq!((q.len(), q.max()), (100, lim.queue_depth as u64));
+
+        // Pages that came while a stream was in flight go out when its last completions
+        // empty the queue, unless they fit one lead (then the age timer or their forcer
+        // sends them).
+        let deep = Limits {
+            queue_depth: 1024,
+            ..lim.clone()
+        };
+        let mut f = direct();
+        let mut sent = Vec::new();
+        for (round, count) in [EAGER_BLOCKS as u64, 20, 3].into_iter().enumerate() {
+            for i in 0..count {
+                page(&mut f, ((round as u64) << 30) + scattered(i));
+            }
+            for op in sent.drain(..) {
+                f.st.complete(op, 4096, &deep, f.now);
+            }
+            let out = plan(&mut f, &deep);
+            sent = write_ops(&out);
+            let want = if round == 2 { 0 } else { count as usize };
+            assert_eq!(sent.len(), want, "round {round}: {out:?}");
+        }
+        assert_eq!(f.st.index.dirty_count(), 3, "fit for a lead, left to it");
+
+        // As many blocks that fit one lead (adjacent pages, written backwards so that
+        // none grows) wait for their forcer; the submitter, woken once for nothing, is
+        // not woken again by rewrites or more of them.
+        let mut f = direct();
+        let top = 2 * EAGER_BLOCKS as u64;
+        let woke = (top - EAGER_BLOCKS as u64..top)
+            .rev()
+            .filter(|&i| page(&mut f, i * 4096))
+            .count();
+        assert_eq!(woke, 1);
+        assert!(
+            plan(&mut f, &lim).is_empty(),
+            "a commit that fits a lead was sent"
+        );
+        f.st.sleeping = true;
+        assert!(!page(&mut f, (top - 1) * 4096), "a rewrite woke it again");
+        for i in (0..EAGER_BLOCKS as u64).rev() {
+            assert!(!page(&mut f, i * 4096), "page {i} woke it again");
+        }
+        assert!(
+            plan(&mut f, &lim).is_empty(),
+            "a commit that fits a lead was sent"
+        );
+
+        // So does an extent of as many pages (one block).
+        let mut f = direct();
+        for i in 0..4 * EAGER_BLOCKS as u64 {
+            f.write_seq(i * 4096, 4096, 1);
+        }
+        assert!(f.st.index.dirty_count() < EAGER_BLOCKS);
+        assert!(
+            plan(&mut f, &lim).is_empty(),
+            "sequential data was sent early"
+        );
+
+        // And scattered pages of a buffered file (a write there is a copy into the
+        // page cache: the device works at the sync).
+        let mut f = Fixture::new();
+        (f.st.sleeping, f.st.timed_sleep) = (true, true);
+        for i in 0..2 * EAGER_BLOCKS as u64 {
+            assert!(!page(&mut f, scattered(i)), "page {i} woke the submitter");
+        }
+        assert!(
+            f.plan().is_empty(),
+            "a buffered file's pages were sent early"
+        );
     }
 
     #[test]

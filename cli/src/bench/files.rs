@@ -122,6 +122,11 @@ fn add(mut t: Stats, s: &Stats) -> Stats {
         (&mut t.write_ack_ns, &s.write_ack_ns),
         (&mut t.submit_to_complete_ns, &s.submit_to_complete_ns),
         (&mut t.force_ns, &s.force_ns),
+        (
+            &mut t.writes_in_flight_at_force,
+            &s.writes_in_flight_at_force,
+        ),
+        (&mut t.queue_while_forcing, &s.queue_while_forcing),
     ] {
         let _ = a.add(b); // same bounds in every file's Stats
     }

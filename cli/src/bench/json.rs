@@ -196,6 +196,10 @@ pub struct WriteBehindJson {
     pub submit_to_complete_ns: Option<LatencyJson>,
     pub handle_write_ack_ns: Option<LatencyJson>,
     pub handle_force_ns: Option<LatencyJson>,
+    /// Means of `Stats::writes_in_flight_at_force` and `Stats::queue_while_forcing`
+    /// (the handle's writes in flight as a force began, and over the time forces waited).
+    pub writes_in_flight_at_force_mean: f64,
+    pub queue_while_forcing_mean: f64,
 }
 
 fn figures_json(f: &Figures) -> FiguresJson {
@@ -244,6 +248,8 @@ fn figures_json(f: &Figures) -> FiguresJson {
             submit_to_complete_ns: LatencyJson::of(&s.submit_to_complete_ns),
             handle_write_ack_ns: LatencyJson::of(&s.write_ack_ns),
             handle_force_ns: LatencyJson::of(&s.force_ns),
+            writes_in_flight_at_force_mean: s.writes_in_flight_at_force.mean(),
+            queue_while_forcing_mean: s.queue_while_forcing.mean(),
         }),
         redb: f.redb.as_ref().map(|r| redb_json(f, r)),
     }
@@ -348,6 +354,8 @@ mod tests {
         stats.bytes_written = 1234;
         stats.blocks_per_write.record(16).unwrap();
         stats.submit_to_complete_ns.record(40_000).unwrap();
+        stats.queue_while_forcing.record_n(100, 3).unwrap();
+        stats.queue_while_forcing.record_n(0, 1).unwrap();
         f.stats = Some(stats);
         vec![
             CellRun {
@@ -447,6 +455,8 @@ mod tests {
         assert!(r["write_ack_ns"]["p99"].as_u64().unwrap().abs_diff(2000) < 10);
         assert_eq!(r["reads"]["ops"], 10);
         assert_eq!(r["writebehind"]["blocks_per_write_mean"], 16.0);
+        assert_eq!(r["writebehind"]["queue_while_forcing_mean"], 75.0);
+        assert_eq!(r["writebehind"]["writes_in_flight_at_force_mean"], 0.0);
         assert!(r["writebehind"]["submit_to_complete_ns"]["p50"].is_u64());
         assert!(
             r["writebehind"]["handle_force_ns"].is_null(),
