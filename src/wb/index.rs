@@ -171,7 +171,7 @@ impl Index {
         // One descent: the last block starting before the new range's end. If it starts
         // inside the range, a block lies there; else it is the only one that can end at
         // `off` (blocks do not overlap).
-        let Some((&bs, b)) = self.map.range_mut(..off + len.max(1)).next_back() else {
+        let Some((&bs, b)) = self.map.range_mut(..off + len).next_back() else {
             return false;
         };
         if bs >= off || bs + b.len != off || !b.extendable() || b.buf.room() < data.len() {
