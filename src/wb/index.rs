@@ -273,10 +273,13 @@ impl Index {
     }
 
     /// Dirty block starts at or after `from`, in order (blocks in flight are passed
-    /// over: a walk costs the blocks it passes, dirty or not).
+    /// over: a walk costs the blocks it passes, dirty or not; with nothing dirty there
+    /// is no walk, so the passes while the last writes are in flight stay cheap).
     pub(crate) fn dirty_from(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
-        self.map
-            .range(from..)
+        (self.dirty_count > 0)
+            .then(|| self.map.range(from..))
+            .into_iter()
+            .flatten()
             .filter(|(_, b)| b.flushing.is_none())
             .map(|(&s, _)| s)
     }
