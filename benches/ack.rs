@@ -7,7 +7,7 @@
 //!   workload's pattern: each write grows the dirty extent it continues, copied into that
 //!   extent's buffer (no B-tree entry, heap entry or buffer reference per write).
 //! - `writebehind_scattered_4k`: 4 KiB writes to pages spread over the same 64 MiB, each a
-//!   new block (a pool buffer, a B-tree insert, a dirty-set insert and a by-seq heap
+//!   new block (a window of a packing buffer, a B-tree insert and a by-seq heap
 //!   entry). Its difference from `writebehind_seq_4k` is what a block per write costs.
 //!   Neither writes anything back (see the comment in the code), so the device is out of
 //!   both.

@@ -10,7 +10,7 @@
 //! written to the file. `flushing` names the in-flight write op that is writing it.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use super::pool::BufRef;
 
@@ -48,11 +48,15 @@ impl Block {
     }
 }
 
-/// Buffered blocks by start offset, plus the set of dirty (not yet sent) ones.
+/// Buffered blocks by start offset. A block is dirty (not yet sent) when its `flushing`
+/// is `None`: the dirty blocks are found by walking the map, not kept in a second tree,
+/// so storing a write costs one tree insert, not two (a `BTreeSet` of dirty starts cost
+/// the write path a descent and node allocations, and the planner a removal per send).
 #[derive(Default)]
 pub(crate) struct Index {
     map: BTreeMap<u64, Block>,
-    dirty: BTreeSet<u64>,
+    /// How many blocks are dirty.
+    dirty_count: usize,
     /// (seq, start) of dirty blocks, oldest on top: the planner asks for the oldest
     /// unwritten write on every pass while a force waits. Entries of blocks that stopped
     /// being dirty are dropped lazily, once they reach the top (the top is always live);
@@ -69,7 +73,7 @@ impl Index {
 
     /// Number of dirty blocks.
     pub(crate) fn dirty_count(&self) -> usize {
-        self.dirty.len()
+        self.dirty_count
     }
 
     /// Number of blocks (dirty or being written).
@@ -80,7 +84,7 @@ impl Index {
 
     fn put(&mut self, start: u64, block: Block) {
         if block.flushing.is_none() {
-            self.dirty.insert(start);
+            self.dirty_count += 1;
             self.dirty_by_seq.push(Reverse((block.seq, start)));
             self.dirty_bytes += block.len;
         }
@@ -90,7 +94,7 @@ impl Index {
     fn take(&mut self, start: u64) -> Option<Block> {
         let block = self.map.remove(&start)?;
         if block.flushing.is_none() {
-            self.dirty.remove(&start);
+            self.dirty_count -= 1;
             self.dirty_bytes -= block.len;
         }
         Some(block)
@@ -164,13 +168,13 @@ impl Index {
     /// extent ends at `off` with room, or when a block lies in `[off, off + len)`.
     pub(crate) fn try_extend(&mut self, off: u64, data: &[u8]) -> bool {
         let len = data.len() as u64;
-        if self.map.range(off..off + len).next().is_some() {
-            return false;
-        }
-        let Some((&bs, b)) = self.map.range_mut(..off).next_back() else {
+        // One descent: the last block starting before the new range's end. If it starts
+        // inside the range, a block lies there; else it is the only one that can end at
+        // `off` (blocks do not overlap).
+        let Some((&bs, b)) = self.map.range_mut(..off + len).next_back() else {
             return false;
         };
-        if bs + b.len != off || !b.extendable() || b.buf.room() < data.len() {
+        if bs >= off || bs + b.len != off || !b.extendable() || b.buf.room() < data.len() {
             return false;
         }
         // SAFETY: `&mut self` is the state lock, which serializes every append. The
@@ -192,13 +196,13 @@ impl Index {
 
     /// Checks the index's invariants (debug builds, and only while it is small enough for
     /// a full walk to stay cheap): blocks do not overlap and lie within their buffers'
-    /// filled bytes, the dirty set and byte count match the blocks, and the top of the
+    /// filled bytes, the dirty count and byte count match the blocks, and the top of the
     /// by-seq heap names the oldest dirty seq.
     pub(crate) fn check_invariants(&self) {
         #[cfg(debug_assertions)]
         if self.map.len() <= 256 {
             let mut prev_end = 0;
-            let mut dirty_bytes = 0;
+            let (mut dirty_count, mut dirty_bytes) = (0, 0);
             for (&s, b) in &self.map {
                 assert!(s >= prev_end, "blocks overlap at {s}");
                 prev_end = s + b.len;
@@ -206,15 +210,12 @@ impl Index {
                     b.buf_off + b.len as usize <= b.buf.filled(),
                     "block at {s} reaches past its buffer's filled bytes"
                 );
-                assert_eq!(
-                    b.flushing.is_none(),
-                    self.dirty.contains(&s),
-                    "dirty set at {s}"
-                );
                 if b.flushing.is_none() {
+                    dirty_count += 1;
                     dirty_bytes += b.len;
                 }
             }
+            assert_eq!(dirty_count, self.dirty_count, "dirty block count");
             assert_eq!(dirty_bytes, self.dirty_bytes, "dirty byte count");
             let oldest = self
                 .map
@@ -232,6 +233,16 @@ impl Index {
     pub(crate) fn corrupt_move(&mut self, from: u64, to: u64) {
         let b = self.map.remove(&from).expect("a block starts at `from`");
         self.map.insert(to, b);
+    }
+
+    /// Test hook: marks the block at `start` as written by `op` behind the dirty
+    /// count's back.
+    #[cfg(test)]
+    pub(crate) fn corrupt_flushing(&mut self, start: u64, op: usize) {
+        self.map
+            .get_mut(&start)
+            .expect("a block starts at `start`")
+            .flushing = Some(op);
     }
 
     /// Test hook: gives the block at `start` another seq behind the by-seq heap's back.
@@ -261,16 +272,31 @@ impl Index {
         self.map.get(&start)
     }
 
-    /// Dirty block starts at or after `from`, in order.
+    /// Dirty block starts at or after `from`, in order (blocks in flight are passed
+    /// over: a walk costs the blocks it passes, dirty or not; with nothing dirty there
+    /// is no walk, so the passes while the last writes are in flight stay cheap).
     pub(crate) fn dirty_from(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
-        self.dirty.range(from..).copied()
+        (self.dirty_count > 0)
+            .then(|| self.map.range(from..))
+            .into_iter()
+            .flatten()
+            .filter(|(_, b)| b.flushing.is_none())
+            .map(|(&s, _)| s)
+    }
+
+    /// The length of the dirty block starting exactly at `start`, if there is one.
+    pub(crate) fn dirty_at(&self, start: u64) -> Option<u64> {
+        self.map
+            .get(&start)
+            .filter(|b| b.flushing.is_none())
+            .map(|b| b.len)
     }
 
     /// Marks the dirty block at `start` as being written by `op`.
     pub(crate) fn mark_flushing(&mut self, start: u64, op: usize) -> &Block {
-        let was_dirty = self.dirty.remove(&start);
-        debug_assert!(was_dirty);
         let b = self.map.get_mut(&start).expect("dirty block exists");
+        debug_assert!(b.flushing.is_none(), "marked a block in flight again");
+        self.dirty_count -= 1;
         self.dirty_bytes -= b.len;
         b.flushing = Some(op);
         self.prune();
@@ -280,8 +306,12 @@ impl Index {
     /// Restores the invariant that the top of `dirty_by_seq` names a dirty block with
     /// that seq, and rebuilds the heap when stale entries outnumber live ones.
     fn prune(&mut self) {
-        if self.dirty_by_seq.len() > 2 * self.dirty.len() + 1024 {
-            let live = self.dirty.iter().map(|&s| Reverse((self.map[&s].seq, s)));
+        if self.dirty_by_seq.len() > 2 * self.dirty_count + 1024 {
+            let live = self
+                .map
+                .iter()
+                .filter(|(_, b)| b.flushing.is_none())
+                .map(|(&s, b)| Reverse((b.seq, s)));
             let rebuilt: Vec<_> = live.collect();
             self.dirty_by_seq.clear();
             self.dirty_by_seq.extend(rebuilt);
@@ -405,7 +435,7 @@ mod tests {
             oldest,
             "the by-seq set agrees with the blocks"
         );
-        assert!(index.dirty_by_seq.len() >= index.dirty.len());
+        assert!(index.dirty_by_seq.len() >= index.dirty_count);
     }
 
     #[test]
