@@ -281,6 +281,8 @@ impl Index {
             .into_iter()
             .flatten()
             .filter(|(_, b)| b.flushing.is_none())
+            // No dirty block lies past the last one: stop there, not at the map's end.
+            .take(self.dirty_count)
             .map(|(&s, _)| s)
     }
 

@@ -1201,10 +1201,13 @@ impl State {
         // engine's writes in flight and the size changes not yet completed.
         let covers = self.min_in_flight(None, None).min(self.last_seq + 1);
         let mut writes = Vec::new();
+        // Each run takes the first dirty block left, so the next one lies past its start.
+        let mut from = 0;
         loop {
-            let Some(start) = self.index.dirty_from(0).next() else {
+            let Some(start) = self.index.dirty_from(from).next() else {
                 break;
             };
+            from = start;
             let op = self.start_run(start, lim, now, false);
             let Op::Write(w) = &mut self.ops[op] else {
                 unreachable!()
