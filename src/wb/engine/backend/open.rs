@@ -208,17 +208,7 @@ mod tests {
         let mut engine = open_engine(&cfg).unwrap();
         engine.set_faults(0, Some(faults.clone()));
         let mut engine = conformance::OnFile::new(engine, file);
-        let data = [1u8; 512];
-        let iov = libc::iovec {
-            iov_base: data.as_ptr() as *mut _,
-            iov_len: data.len(),
-        };
-        // SAFETY: `iov` and `data` outlive the wait below, which returns both completions.
-        unsafe { engine.push_write(1, 0, &iov, 1, Some(2)).unwrap() };
-        let mut out = Vec::new();
-        while out.len() < 2 {
-            engine.wait(None, &mut out).unwrap();
-        }
+        let out = engine.write_with_linked_sync(&[1u8; 512]);
         let expect = [
             Completion {
                 user_data: 1,
@@ -288,6 +278,26 @@ pub(super) mod conformance {
                 self.engine
                     .push_write(user_data, target, offset, iov, iovcnt, linked_sync)
             }
+        }
+
+        /// Writes `data` at offset 0 (user_data 1) with a linked sync (user_data 2), and
+        /// returns both completions.
+        pub(crate) fn write_with_linked_sync(
+            &mut self,
+            data: &[u8],
+        ) -> Vec<super::super::Completion> {
+            let iov = libc::iovec {
+                iov_base: data.as_ptr() as *mut _,
+                iov_len: data.len(),
+            };
+            // SAFETY: `iov` and `data` outlive the waits below, which return both
+            // completions.
+            unsafe { self.push_write(1, 0, &iov, 1, Some(2)).unwrap() };
+            let mut out = Vec::new();
+            while out.len() < 2 {
+                self.wait(None, &mut out).unwrap();
+            }
+            out
         }
 
         pub(crate) fn push_sync(&mut self, user_data: u64, mode: SyncMode) -> std::io::Result<()> {

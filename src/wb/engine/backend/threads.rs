@@ -434,17 +434,7 @@ mod tests {
         std::fs::write(dir.path().join("ro"), b"x").unwrap();
         let file = Arc::new(File::open(dir.path().join("ro")).unwrap());
         let mut engine = check::OnFile::new(Box::new(ThreadsEngine::new(1).unwrap()), file);
-        let data = [0u8; 16];
-        let iov = libc::iovec {
-            iov_base: data.as_ptr() as *mut _,
-            iov_len: 16,
-        };
-        // SAFETY: `iov` and `data` outlive the waits below, which return both completions.
-        unsafe { engine.push_write(1, 0, &iov, 1, Some(2)).unwrap() };
-        let mut out = Vec::new();
-        while out.len() < 2 {
-            engine.wait(None, &mut out).unwrap();
-        }
+        let out = engine.write_with_linked_sync(&[0u8; 16]);
         let expect = [
             Completion {
                 user_data: 1,
