@@ -1,10 +1,12 @@
-//! Heap memory aligned for direct I/O. The only place that allocates raw memory.
+//! Heap memory aligned for direct I/O. With `huge.rs`, the only place that allocates raw
+//! memory.
 
 use std::alloc::{self, Layout};
 use std::io;
 use std::ptr::NonNull;
 
 use crate::error::os_msg;
+use crate::huge::{self, Slot, REGIONS};
 
 /// A zero-initialised, fixed-capacity byte buffer whose address is aligned to `align`
 /// (a power of two), as `O_DIRECT` requires of the memory handed to the kernel.
@@ -22,6 +24,9 @@ use crate::error::os_msg;
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     layout: Layout,
+    /// Where the bytes live when they are a huge-page slot (`huge.rs`); `None`: the
+    /// global allocator's.
+    slot: Option<Slot>,
 }
 
 // SAFETY: AlignedBuf owns its allocation exclusively (like a Box<[u8]>); sharing `&AlignedBuf`
@@ -32,12 +37,16 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// A buffer of `capacity` zero bytes aligned to `align` (0 counts as 1). A capacity of
-    /// 0 allocates nothing.
+    /// 0 allocates nothing. A capacity that is a power of two from 512 KiB to 2 MiB (and
+    /// at least `align`) is a slot of a 2 MiB mapping advised for transparent huge pages,
+    /// shared with other buffers of that capacity; smaller and other sizes come from the
+    /// global allocator.
     ///
     /// # Errors
     ///
     /// `EINVAL` when `align` is not a power of two; `ENOMEM` when the size overflows
-    /// `isize` or the allocator has no memory for it. Never aborts.
+    /// `isize` or the allocator has no memory for it; `mmap`'s errno when a huge-page
+    /// mapping cannot be made. Never aborts.
     pub fn try_zeroed(capacity: usize, align: usize) -> io::Result<Self> {
         let align = align.max(1);
         if !align.is_power_of_two() {
@@ -56,10 +65,23 @@ impl AlignedBuf {
         if capacity == 0 {
             return Ok(AlignedBuf::empty_aligned(layout));
         }
+        if huge::fits(capacity, align) {
+            // A slot is aligned to its length, which is at least `align`.
+            let slot = REGIONS.alloc(capacity)?;
+            return Ok(AlignedBuf {
+                ptr: slot.ptr(),
+                layout,
+                slot: Some(slot),
+            });
+        }
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).ok_or_else(no_mem)?;
-        Ok(AlignedBuf { ptr, layout })
+        Ok(AlignedBuf {
+            ptr,
+            layout,
+            slot: None,
+        })
     }
 
     /// A buffer of no bytes, which allocates nothing.
@@ -74,6 +96,7 @@ impl AlignedBuf {
         AlignedBuf {
             ptr: NonNull::new(ptr).expect("an alignment is never 0"),
             layout,
+            slot: None,
         }
     }
 
@@ -136,7 +159,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if self.layout.size() > 0 {
+        // A slot goes back to its region when `self.slot` drops.
+        if self.layout.size() > 0 && self.slot.is_none() {
             // SAFETY: ptr was allocated with exactly this layout and is freed once.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
         }
@@ -183,6 +207,12 @@ mod tests {
             Some(libc::ENOMEM)
         );
         assert_eq!(align_up(1, 512), 512);
+        let mut large = AlignedBuf::try_zeroed(1 << 20, 4096).unwrap();
+        assert!(large.slot.is_some(), "1 MiB comes from a huge-page region");
+        assert_eq!(large.as_slice().as_ptr() as usize % (1 << 20), 0);
+        assert!(large.as_slice().iter().all(|&x| x == 0));
+        large.as_mut_slice()[(1 << 20) - 1] = 9;
+        assert_eq!(large.as_slice()[(1 << 20) - 1], 9);
         assert_eq!(align_up(4096, 4096), 4096);
     }
 }

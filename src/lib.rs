@@ -27,6 +27,7 @@ mod error;
 mod file;
 mod fileio;
 mod handle;
+mod huge;
 mod memory;
 #[cfg(feature = "redb")]
 mod redb_backend;
