@@ -476,7 +476,7 @@ after the last write. written: bytes the backend wrote to the file (writebehind:
 Stats, after coalescing). CPU s/GB: user+sys of the process per 10^9 requested bytes. \
 threads: the most threads the process had during the run (io_uring's iou-* workers not \
 counted). files: --threads writers over --files pre-sized files, each forcing the files \
-it dirtied every --force-every writes (force: one sample per file forced).
+it dirtied every --force-every writes: one after the other on pwrite*, together (force_async) on writebehind (force: one sample per file forced, from the set's start).
 redb/N: N inserts of 100 bytes per commit, default durability (each commit syncs before \
 it returns). commits/s, inserts/s: during the loop. commit: time inside commit(). \
 writes/commit, syncs/commit: redb's write and sync_data calls to its storage backend; \

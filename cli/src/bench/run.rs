@@ -139,7 +139,7 @@ pub fn run_cell(
     let alignment = opened.alignment();
     let buf_align = machine.dio_alignment.unwrap_or(1).max(4096) as usize;
     let cpu0 = CpuTime::now();
-    let measured = drive(&[opened.handle()], cell, buf_align, progress).and_then(|m| {
+    let measured = drive(&[opened.handle()], None, cell, buf_align, progress).and_then(|m| {
         let t = Instant::now();
         opened.handle().force()?;
         Ok((m, t.elapsed()))
@@ -439,7 +439,7 @@ pub(crate) mod tests {
             force_every: 1,
             ..cell(Workload::Pages, Stop::Ops(300))
         };
-        let m = drive(&refs, &c, 4096, &|_| {}).unwrap();
+        let m = drive(&refs, None, &c, 4096, &|_| {}).unwrap();
         assert_eq!(m.ops, 300);
         assert_eq!(m.forces, 300, "one dirty file per write");
         for h in &hs {
@@ -452,7 +452,7 @@ pub(crate) mod tests {
             ..c
         };
         let before: u64 = hs.iter().map(|h| h.forces.load(SeqCst)).sum();
-        let m = drive(&refs, &c, 4096, &|_| {}).unwrap();
+        let m = drive(&refs, None, &c, 4096, &|_| {}).unwrap();
         let after: u64 = hs.iter().map(|h| h.forces.load(SeqCst)).sum();
         assert_eq!(after - before, m.forces);
         // 75 rounds, each forcing the 1 to 3 distinct files of its 4 writes.

@@ -158,13 +158,23 @@ struct ReaderOut {
     read: Histogram<u64>,
 }
 
+/// Forces several files of a run at once: the files workload on one `Engine`, whose
+/// `force_async` futures let one writer's forces go to the kernel together.
+pub trait ForceTogether: Sync {
+    /// Forces `hs[f]` for every `f` of `files`, calling `done(i)` when the force of
+    /// `files[i]` has returned. The first error is returned once all have.
+    fn force_together(&self, files: &[usize], done: &mut dyn FnMut(usize)) -> io::Result<()>;
+}
+
 /// Runs `cell`'s workload on `hs` (one handle; the files workload: one per file) until its
 /// stop condition, with writer threads (and reader threads for mixed), and returns the
 /// merged measurements. `align` is the alignment of
-/// the buffers handed to the handle. The first error of any thread stops all of them and
-/// is returned.
+/// the buffers handed to the handle. `together`: how a files writer forces the files it
+/// dirtied, when not one after the other. The first error of any thread stops all of them
+/// and is returned.
 pub fn drive(
     hs: &[&dyn Handle],
+    together: Option<&dyn ForceTogether>,
     cell: &CellConfig,
     align: usize,
     progress: ProgressFn<'_>,
@@ -207,7 +217,7 @@ pub fn drive(
                         let out = if flood && i == 1 {
                             committer(sh, hs[1], align)
                         } else {
-                            writer(sh, hs, cell, q, i as u64, align)
+                            writer(sh, hs, together, cell, q, i as u64, align)
                         };
                         if sh.writers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                             sh.main.unpark();
@@ -282,6 +292,7 @@ fn join<T>(r: thread::Result<T>) -> T {
 fn writer(
     sh: &Shared,
     hs: &[&dyn Handle],
+    together: Option<&dyn ForceTogether>,
     cell: &CellConfig,
     quota: Option<u64>,
     id: u64,
@@ -341,14 +352,25 @@ fn writer(
         record(&mut out.ack, now - t0);
         out.ops += 1;
         if cell.force_every > 0 && out.ops.is_multiple_of(cell.force_every) {
-            // One `force` per dirtied file, each its own sample.
-            for (f, d) in dirty.iter_mut().enumerate().filter(|(_, d)| **d) {
-                *d = false;
+            // One `force` per dirtied file, each its own sample: its time, or with
+            // `together` the time until it returned since all of them began.
+            let files: Vec<usize> = (0..dirty.len()).filter(|&f| dirty[f]).collect();
+            dirty.fill(false);
+            if let Some(all) = together {
                 let t1 = now;
-                hs[f].force()?;
+                all.force_together(&files, &mut |_| {
+                    record(&mut out.force, t1.elapsed());
+                    out.forces += 1;
+                })?;
                 now = Instant::now();
-                record(&mut out.force, now - t1);
-                out.forces += 1;
+            } else {
+                for f in files {
+                    let t1 = now;
+                    hs[f].force()?;
+                    now = Instant::now();
+                    record(&mut out.force, now - t1);
+                    out.forces += 1;
+                }
             }
         }
         out.end = now;
