@@ -246,10 +246,15 @@ mod tests {
             })
             .collect();
         let mut done = Vec::new();
-        files.force_together(&[0, 2, 3], &mut |i| done.push(i)).unwrap();
+        files
+            .force_together(&[0, 2, 3], &mut |i| done.push(i))
+            .unwrap();
         done.sort_unstable();
         assert_eq!(done, [0, 1, 2]);
-        let fsyncs: Vec<u64> = files.into_iter().map(|f| f.close().unwrap().fsyncs).collect();
+        let fsyncs: Vec<u64> = files
+            .into_iter()
+            .map(|f| f.close().unwrap().fsyncs)
+            .collect();
         // One sync each for the forced files; `close` writes file 1 back without one.
         assert_eq!(fsyncs, [1, 0, 1, 1]);
     }
