@@ -161,8 +161,9 @@ struct ReaderOut {
 /// Forces several files of a run at once: the files workload on one `Engine`, whose
 /// `force_async` futures let one writer's forces go to the kernel together.
 pub trait ForceTogether: Sync {
-    /// Forces `hs[f]` for every `f` of `files`, calling `done(i)` when the force of
-    /// `files[i]` has returned. The first error is returned once all have.
+    /// Forces the run's file `f` for every `f` of `files` (indexes into the handles
+    /// `drive` was given), calling `done(i)` when the force of `files[i]` has returned.
+    /// The first error is returned once all have.
     fn force_together(&self, files: &[usize], done: &mut dyn FnMut(usize)) -> io::Result<()>;
 }
 
