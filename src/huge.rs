@@ -3,11 +3,11 @@
 //! Every 4 KiB page a writer's copy enters costs a TLB miss, which in a virtual machine
 //! walks two page tables, and every page of a direct write's buffers is pinned one by
 //! one. On 2 MiB pages `seq --direct` ran 1.8 to 2.2 times as fast on the project's
-//! machine (docs/benchmarks.md, "Huge pages for chunk buffers"). So a buffer of [`fits`] capacity is a slot of
-//! a 2 MiB mapping aligned to 2 MiB and advised `MADV_HUGEPAGE`; the mapping holds
-//! `2 MiB / capacity` equal slots and is unmapped when its last slot is freed. Whether
-//! the kernel backs it with a huge page is its choice (`transparent_hugepage/enabled`):
-//! without one the slots work as ordinary pages.
+//! machine (docs/benchmarks.md, "Huge pages for chunk buffers"). So a buffer of
+//! [`fits`] capacity is a slot of a 2 MiB mapping aligned to 2 MiB and advised
+//! `MADV_HUGEPAGE`; the mapping holds `2 MiB / capacity` equal slots and is unmapped when
+//! its last slot is freed. Whether the kernel backs it with a huge page is its choice
+//! (`transparent_hugepage/enabled`): without one the slots work as ordinary pages.
 //!
 //! Only capacities of 512 KiB and more qualify: a mapping with one slot in use still
 //! holds 2 MiB, so small buffers scattered over many mappings could hold many times
