@@ -355,9 +355,9 @@ fn writer(
         if cell.force_every > 0 && out.ops.is_multiple_of(cell.force_every) {
             // One `force` per dirtied file, each its own sample: its time, or with
             // `together` the time until it returned since all of them began.
-            let files: Vec<usize> = (0..dirty.len()).filter(|&f| dirty[f]).collect();
-            dirty.fill(false);
             if let Some(all) = together {
+                let files: Vec<usize> = (0..dirty.len()).filter(|&f| dirty[f]).collect();
+                dirty.fill(false);
                 let t1 = now;
                 all.force_together(&files, &mut |_| {
                     record(&mut out.force, t1.elapsed());
@@ -365,7 +365,9 @@ fn writer(
                 })?;
                 now = Instant::now();
             } else {
-                for f in files {
+                // No allocation here: `log` forces after every append.
+                for (f, d) in dirty.iter_mut().enumerate().filter(|(_, d)| **d) {
+                    *d = false;
                     let t1 = now;
                     hs[f].force()?;
                     now = Instant::now();
