@@ -158,7 +158,9 @@ impl Config {
         self
     }
 
-    /// Largest single merged write (default: the device's `max_sectors_kb`, else 1 MiB).
+    /// Largest single merged write (default: the device's `max_sectors_kb`, else 1 MiB;
+    /// for a buffered file at most 256 KiB). It also bounds an extent's chunk and the
+    /// dirty bytes that start write-back.
     pub fn max_write_bytes(mut self, bytes: usize) -> Self {
         self.max_write_bytes = Some(bytes);
         self
