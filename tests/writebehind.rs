@@ -144,7 +144,11 @@ fn sequential_pages_coalesce_into_few_writes() {
         if name == "buffered" {
             // A buffered file's writes stay within 256 KiB by default (`BUFFERED_MAX_WRITE`
             // in src/wb/mod.rs): 16 MiB take at least 64.
-            assert!(stats.write_ops >= 64, "{name}: {} write ops", stats.write_ops);
+            assert!(
+                stats.write_ops >= 64,
+                "{name}: {} write ops",
+                stats.write_ops
+            );
         }
     }
 }
