@@ -513,9 +513,9 @@ fn pack_bytes(budget: usize, align: usize) -> usize {
 /// The default largest write of a buffered file. A buffered write is a copy into the page
 /// cache that the kernel does not interrupt: at the device's 4 MiB it kept a CPU for a
 /// millisecond or more, and it started only once 4 MiB were dirty, long after the first
-/// of them left the cache. At 256 KiB buffered `seq` ran 1.8-3.4 times as fast, a
-/// sibling file's force p99 under such a flood fell 5-10 times, and `log` took less CPU per
-/// commit (docs/benchmarks.md, "The largest buffered write").
+/// of them left the cache. At 256 KiB buffered `seq` ran 1.8 to 7.8 times as fast in the
+/// rounds measured, a sibling file's force p99 under such a flood fell 1.4 to 10 times, and
+/// `log` took less CPU per commit (docs/benchmarks.md, "The largest buffered write").
 const BUFFERED_MAX_WRITE: usize = 256 << 10;
 
 impl Inner {
