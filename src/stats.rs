@@ -88,8 +88,9 @@ pub struct Stats {
     /// Zero fills the file system refused (`ENOSPC`, `EOPNOTSUPP`, `EDQUOT`); after one
     /// the handle stops preallocating and carries on.
     pub prealloc_refused: u64,
-    /// Writes stored by growing a dirty extent in place (copied into the buffer of the
-    /// extent they continue; no new block). Counted in `bytes_requested` too.
+    /// Writes stored in the buffer of the extent they continue: growing it in place when
+    /// it is dirty (no new block), or as a new block right after it when it is being
+    /// written (no new buffer). Counted in `bytes_requested` too.
     pub extended_writes: u64,
     /// Writes stored side by side in a shared packing buffer (copied right after the
     /// previous one's bytes; a block of their own, but no pool buffer of their own).

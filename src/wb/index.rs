@@ -31,10 +31,15 @@ impl Block {
         &self.buf.as_slice()[self.buf_off..self.buf_off + self.len as usize]
     }
 
-    /// Dirty and ending where its buffer's filled bytes end: appending to the buffer
-    /// grows this block and touches no byte anything else references.
+    /// Ending where its buffer's filled bytes end: appending to the buffer touches no
+    /// byte anything else references.
+    fn at_fill(&self) -> bool {
+        self.buf_off + self.len as usize == self.buf.filled()
+    }
+
+    /// Dirty and at its buffer's fill: appending to the buffer grows this block.
     fn extendable(&self) -> bool {
-        self.flushing.is_none() && self.buf_off + self.len as usize == self.buf.filled()
+        self.flushing.is_none() && self.at_fill()
     }
 
     fn piece(&self, skip: u64, len: u64) -> Block {
@@ -161,12 +166,15 @@ impl Index {
         self.prune();
     }
 
-    /// Continues the dirty extent that ends at `off` with `data`, in place: copied into
-    /// the extent's buffer, which must have room, past the bytes anyone references. No
-    /// new block, heap entry or buffer reference; the extent keeps its oldest unwritten
-    /// seq (the new write's is newer). Returns false (changing nothing) when no dirty
-    /// extent ends at `off` with room, or when a block lies in `[off, off + len)`.
-    pub(crate) fn try_extend(&mut self, off: u64, data: &[u8]) -> bool {
+    /// Continues the extent that ends at `off` with `data`, copied into the extent's
+    /// buffer (which must have room) past the bytes anyone references. A dirty extent
+    /// grows in place: no new block, heap entry or buffer reference, and it keeps its
+    /// oldest unwritten seq. An extent being written cannot grow (its write op holds its
+    /// length), so the bytes become a new dirty block with `seq` right after it in the
+    /// same buffer, as packing does: a log's next commit group then needs no new chunk.
+    /// Returns false (changing nothing) when no extent ends at `off` at its buffer's
+    /// filled length with room, or when a block lies in `[off, off + len)`.
+    pub(crate) fn try_extend(&mut self, off: u64, data: &[u8], seq: u64) -> bool {
         let len = data.len() as u64;
         // One descent: the last block starting before the new range's end. If it starts
         // inside the range, a block lies there; else it is the only one that can end at
@@ -174,16 +182,31 @@ impl Index {
         let Some((&bs, b)) = self.map.range_mut(..off + len).next_back() else {
             return false;
         };
-        if bs >= off || bs + b.len != off || !b.extendable() || b.buf.room() < data.len() {
+        if bs >= off || bs + b.len != off || !b.at_fill() || b.buf.room() < data.len() {
             return false;
         }
+        let at = b.buf.filled();
         // SAFETY: `&mut self` is the state lock, which serializes every append. The
-        // block is dirty (no write op references it) and ends at its buffer's filled
-        // length, so the appended bytes extend exactly this block.
+        // block ends at its buffer's filled length, so the appended bytes lie past every
+        // byte a block, a write op or a reader references.
         unsafe { b.buf.append(data) };
-        b.len += len;
-        debug_assert_eq!(b.buf_off + b.len as usize, b.buf.filled());
-        self.dirty_bytes += len;
+        if b.flushing.is_none() {
+            b.len += len;
+            debug_assert_eq!(b.buf_off + b.len as usize, b.buf.filled());
+            self.dirty_bytes += len;
+        } else {
+            let buf = b.buf.clone();
+            self.put(
+                off,
+                Block {
+                    len,
+                    buf,
+                    buf_off: at,
+                    seq,
+                    flushing: None,
+                },
+            );
+        }
         true
     }
 
@@ -520,7 +543,7 @@ mod tests {
         // op -> (start, the bytes it was sent with)
         let mut flying: Vec<(usize, u64, Vec<u8>)> = Vec::new();
         let mut rng = Rng::new(0x5851_F42D_4C95_7F2D);
-        let (mut grown, mut refused_in_flight, mut last_end) = (0, 0, 0);
+        let (mut grown, mut continued, mut last_end) = (0, 0, 0);
         let (mut packing, mut packed): (Option<BufRef>, u32) = (None, 0);
         for seq in 1..6000u64 {
             let x = rng.next();
@@ -554,19 +577,26 @@ mod tests {
                                 let fits = free && at_fill && b.buf.room() >= len as usize;
                                 (bs + b.len == off, b.flushing.is_some(), fits)
                             });
-                    if index.try_extend(off, &vec![byte; len as usize]) {
-                        grown += 1;
+                    if index.try_extend(off, &vec![byte; len as usize], seq) {
+                        let Some((true, in_flight, true)) = before else {
+                            panic!("continued {before:?}: no extent ending at {off} with room");
+                        };
+                        if in_flight {
+                            // A new block right after the one in flight, in its buffer.
+                            assert_eq!(index.get(off).map(|b| (b.len, b.seq)), Some((len, seq)));
+                            continued += 1;
+                        } else {
+                            grown += 1;
+                        }
                         last_end = off + len;
-                        assert_eq!(
-                            before,
-                            Some((true, false, true)),
-                            "grew a block that is not a dirty extent ending at {off}"
-                        );
                         for o in off..off + len {
                             newest.insert(o, byte);
                         }
-                    } else if before == Some((true, true, true)) {
-                        refused_in_flight += 1;
+                    } else {
+                        assert!(
+                            !matches!(before, Some((true, _, true))),
+                            "refused to continue the extent ending at {off}"
+                        );
                     }
                 }
                 4 => {
@@ -584,9 +614,12 @@ mod tests {
                         let room = b.buf.room() > 0;
                         flying.push((seq as usize, start, b.bytes().to_vec()));
                         if at_fill && room && index.map.range(end..end + 1).next().is_none() {
-                            // It would have room, but it is in flight.
-                            assert!(!index.try_extend(end, &[byte]), "grew an extent in flight");
-                            refused_in_flight += 1;
+                            // In flight with room: continued as a new block past it.
+                            assert!(index.try_extend(end, &[byte], seq), "not continued");
+                            assert_eq!(index.get(start).unwrap().len, end - start);
+                            newest.insert(end, byte);
+                            last_end = end + 1;
+                            continued += 1;
                         }
                     }
                 }
@@ -667,8 +700,8 @@ mod tests {
             }
         }
         assert!(
-            grown > 50 && refused_in_flight > 2 && packed > 50,
-            "grown {grown}, refused while in flight {refused_in_flight}, packed {packed}"
+            grown > 50 && continued > 2 && packed > 50,
+            "grown {grown}, continued past a block in flight {continued}, packed {packed}"
         );
     }
 
@@ -697,13 +730,14 @@ mod tests {
             }
         });
         for page in 1..256u64 {
-            assert!(index.try_extend(page * 4096, &[(page as u8).wrapping_add(1); 4096]));
+            let data = [(page as u8).wrapping_add(1); 4096];
+            assert!(index.try_extend(page * 4096, &data, page + 1));
         }
         reader.join().unwrap();
         assert_eq!(index.len(), 1, "one block for the whole extent");
         assert_eq!(index.get(0).unwrap().len, 1 << 20);
         assert!(
-            !index.try_extend(1 << 20, &[0; 4096]),
+            !index.try_extend(1 << 20, &[0; 4096], 300),
             "grew past its limit"
         );
         index.check_invariants();

@@ -291,8 +291,8 @@ impl Inner {
     }
 
     /// Stores `data` at `offset` (`None`: at the end, as an append) and returns where it
-    /// went: in place at the end of the dirty extent it continues when there is one with
-    /// room, else copied into a new buffer outside the lock and installed.
+    /// went: into the buffer of the extent it continues when that has room
+    /// (`State::extend`), else copied into a new buffer outside the lock and installed.
     ///
     /// A write that continues no extent and is small is packed instead: copied, under
     /// the lock, right after the previous packed write in the packing buffer, when that

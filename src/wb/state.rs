@@ -371,11 +371,12 @@ impl State {
         watermark: u64,
         now: impl FnOnce() -> Instant,
     ) -> Option<bool> {
-        if !self.index.try_extend(off, data) {
+        // A dirty extent keeps its older unwritten seq; this write still gets its own
+        // (the seq of its new block when the extent is in flight), so a force
+        // registered after it targets it.
+        if !self.index.try_extend(off, data, self.last_seq + 1) {
             return None;
         }
-        // The extent keeps its older unwritten seq; this write still gets its own, so
-        // a force registered after it targets it.
         self.last_seq += 1;
         self.stats.extended_writes += 1;
         Some(self.installed(off, data.len() as u64, watermark, now))
@@ -1692,6 +1693,53 @@ mod tests {
         assert!(!f.write_seq(65536, 4096, 9));
     }
 
+    /// A write that continues an extent in flight goes into that extent's buffer, past
+    /// the bytes in flight, as a new dirty block that later writes grow in place: a
+    /// log's next commit group takes no new chunk. The bytes in flight never change.
+    #[test]
+    fn an_extent_in_flight_is_continued_in_its_buffer() {
+        let mut f = Fixture::new();
+        assert!(!f.write_seq(0, 4096, 1));
+        assert!(f.write_seq(4096, 4096, 2));
+        f.force();
+        let ops = write_ops(&f.plan_forced());
+        let first = ops[0];
+        assert_eq!(ops.len(), 1);
+        assert!(
+            f.write_seq(8192, 4096, 3),
+            "continued past the write in flight"
+        );
+        assert!(
+            f.write_seq(12288, 4096, 4),
+            "grew the continuation in place"
+        );
+        assert_eq!(f.st.index.len(), 2);
+        let (a, b) = (f.st.index.get(0).unwrap(), f.st.index.get(8192).unwrap());
+        assert_eq!(
+            a.buf.as_slice().as_ptr(),
+            b.buf.as_slice().as_ptr(),
+            "one buffer"
+        );
+        assert_eq!((b.buf_off, b.len, b.flushing), (8192, 8192, None));
+        assert_eq!(f.st.stats.extended_writes, 3);
+        let sent = f.bytes_of(first);
+        assert!(sent[..4096].iter().all(|&x| x == 1) && sent[4096..].iter().all(|&x| x == 2));
+        let now = f.now;
+        f.st.complete(first, 8192, &limits(), now);
+        assert_eq!(
+            f.pool.live_bytes(),
+            65536,
+            "the chunk lives on in the new block"
+        );
+        let ops = write_ops(&f.plan_forced());
+        let Op::Write(w) = f.st.op(ops[0]) else {
+            panic!()
+        };
+        assert_eq!((w.offset, w.len, w.iovecs().len()), (8192, 8192, 1));
+        let sent = f.bytes_of(ops[0]);
+        assert!(sent[..4096].iter().all(|&x| x == 3) && sent[4096..].iter().all(|&x| x == 4));
+    }
+
     /// Packed writes share one buffer, each a block of its own with its own seq; one in
     /// flight keeps its bytes while later writes are packed after it and a rewrite of
     /// its range is copy-on-write; the buffer returns to the pool only once the last
@@ -1753,14 +1801,17 @@ mod tests {
     }
 
     #[test]
-    fn an_extent_in_flight_does_not_grow_and_a_read_spans_old_and_new_bytes() {
+    fn an_extent_in_flight_is_continued_and_a_read_spans_old_and_new_bytes() {
         let mut f = Fixture::new();
         f.write_seq(0, 4096, 1);
         f.write_seq(4096, 4096, 2);
         let first = write_ops(&f.plan_forced())[0];
-        // Its buffer is in flight: the next page must not be appended to it (the kernel
-        // may be reading the iovec), so it starts a new buffer, which then grows.
-        assert!(!f.write_seq(8192, 4096, 3), "grew an extent in flight");
+        // Its block is in flight and cannot grow: the next page goes past it in the
+        // same buffer as a new block (bytes the iovec does not cover), which then grows.
+        assert!(
+            f.write_seq(8192, 4096, 3),
+            "not continued in the buffer in flight"
+        );
         assert!(f.write_seq(12288, 4096, 4));
         // A rewrite of the in-flight range is copy-on-write.
         f.write(4096, 100, 5);
