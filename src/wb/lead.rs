@@ -11,21 +11,14 @@ use super::state::Lead;
 #[cfg(feature = "fault-injection")]
 use crate::fault::FaultInjector;
 
-/// What a lead's syscalls returned: one result per write, and the sync's (`None`: not
-/// run, a write fell short or failed).
-pub(crate) struct Outcome {
-    pub writes: Vec<i32>,
-    pub sync: Option<i32>,
-}
-
-/// Runs `lead` on the calling thread.
+/// Runs `lead` on the calling thread: each write's result goes to `lead.results`, in
+/// order. Returns the sync's result (`None`: not run, a write fell short or failed).
 pub(crate) fn run(
     file: &File,
-    lead: &Lead,
+    lead: &mut Lead,
     #[cfg(feature = "fault-injection")] faults: Option<&FaultInjector>,
-) -> Outcome {
+) -> Option<i32> {
     let fd = file.as_raw_fd();
-    let mut writes = Vec::with_capacity(lead.writes.len());
     let mut complete = true;
     for w in &lead.writes {
         // SAFETY: the iovecs point into buffers the write's op holds in the state, which
@@ -44,9 +37,9 @@ pub(crate) fn run(
             }
         }
         complete &= full;
-        writes.push(res);
+        lead.results.push(res);
     }
-    let sync = complete.then(|| {
+    complete.then(|| {
         #[cfg(feature = "fault-injection")]
         let res = match faults {
             Some(f) => f.caller_sync(|| sync_fd(fd, lead.mode)),
@@ -55,6 +48,5 @@ pub(crate) fn run(
         #[cfg(not(feature = "fault-injection"))]
         let res = sync_fd(fd, lead.mode);
         res
-    });
-    Outcome { writes, sync }
+    })
 }

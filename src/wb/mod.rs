@@ -19,6 +19,7 @@ mod pool;
 mod ring_check;
 mod state;
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -198,15 +199,23 @@ impl std::ops::DerefMut for StateGuard<'_> {
 
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
-        if let Some(mut st) = self.0.take() {
-            let wakes = st.take_wakes();
-            drop(st);
-            let mut ring = 0;
-            for w in wakes {
-                w.wake(&mut ring);
-            }
-            self.1.ring(ring);
+        thread_local! {
+            /// This thread's empty vector for the wakes it sends (`State::take_wakes`).
+            static WAKES: Cell<Vec<Notify>> = const { Cell::new(Vec::new()) };
         }
+        let Some(mut st) = self.0.take() else { return };
+        if !st.has_wakes() {
+            return;
+        }
+        let mut wakes = WAKES.try_with(Cell::take).unwrap_or_default();
+        st.take_wakes(&mut wakes);
+        drop(st);
+        let mut ring = 0;
+        for w in wakes.drain(..) {
+            w.wake(&mut ring);
+        }
+        self.1.ring(ring);
+        let _ = WAKES.try_with(|c| c.set(wakes));
     }
 }
 
@@ -387,20 +396,19 @@ impl Inner {
                 return result;
             }
             match st.next_step(&self.limits, Instant::now(), key, true) {
-                Next::Lead(lead) => {
+                Next::Lead(mut lead) => {
                     drop(st);
                     if lead.wake_submitter {
                         self.waker.wake();
                     }
-                    let out = lead::run(
+                    let sync = lead::run(
                         &self.file,
-                        &lead,
+                        &mut lead,
                         #[cfg(feature = "fault-injection")]
                         self.faults.as_ref(),
                     );
                     st = self.lock();
-                    let wake =
-                        st.finish_lead(lead, &out.writes, out.sync, &self.limits, Instant::now());
+                    let wake = st.finish_lead(lead, sync, &self.limits, Instant::now());
                     if wake {
                         drop(st);
                         self.waker.wake();

@@ -93,6 +93,8 @@ pub(crate) enum Next {
 /// then one sync, only if every write completed in full (as an `IO_LINK` chain).
 pub(crate) struct Lead {
     pub writes: Vec<LeadWrite>,
+    /// What each write returned, in order (filled by `lead::run`).
+    pub results: Vec<i32>,
     pub sync: usize,
     /// `fdatasync`, or `fsync` when a waiter served needs it.
     pub mode: SyncMode,
@@ -111,6 +113,9 @@ pub(crate) struct LeadWrite {
     pub iovcnt: usize,
 }
 
+/// The pieces of buffers a write sends: (buffer, start in buffer, length).
+type Segments = Vec<(BufRef, usize, usize)>;
+
 /// The iovec array of a write in flight.
 struct IoVecs(Vec<libc::iovec>);
 
@@ -125,7 +130,7 @@ pub(crate) struct WriteOp {
     pub len: u64,
     done: u64,
     /// (buffer, start in buffer, length): keeps the memory alive until the completion.
-    segs: Vec<(BufRef, usize, usize)>,
+    segs: Segments,
     /// The iovecs of what remains to write; stable while in flight.
     iov: IoVecs,
     seq: u64,
@@ -163,6 +168,24 @@ impl WriteOp {
         }
     }
 }
+
+/// Vectors of finished ops and leads, empty, kept with their capacity (`State::spare`).
+#[derive(Default)]
+struct Spare {
+    /// A run's `WriteOp::segs` and iovecs.
+    runs: Vec<(Segments, Vec<libc::iovec>)>,
+    lead_writes: Vec<LeadWrite>,
+    lead_results: Vec<i32>,
+    served: Vec<usize>,
+}
+
+/// Runs kept in [`Spare`]: enough for the writes in flight of a usual pass.
+const SPARE_RUNS: usize = 32;
+
+// SAFETY: every vector in a `Spare` is empty (`State::recycle_run`, `finish_lead` and
+// `next_step` clear them before they are kept), so no iovec or `LeadWrite` pointer is
+// held; what moves between threads is only capacity.
+unsafe impl Send for Spare {}
 
 pub(crate) struct SyncOp {
     /// Every write with seq below this had completed when the sync was pushed (or will
@@ -260,6 +283,10 @@ pub(crate) struct State {
     pub timed_sleep: bool,
     /// Forcers to wake once the lock is released (`take_wakes`).
     to_wake: Vec<Notify>,
+    /// Emptied vectors kept for reuse, so that a commit allocates no bookkeeping of its
+    /// own (tests/no_alloc.rs): a run's buffers and iovecs, a lead's writes and
+    /// results, and the waiters a lead serves.
+    spare: Spare,
     /// A wake-up was sent and the submitter has not run since.
     pub wake_sent: bool,
     /// The packing buffer writes that continue no extent are copied into, side by side,
@@ -316,6 +343,7 @@ impl State {
             sleeping: false,
             timed_sleep: false,
             to_wake: Vec::new(),
+            spare: Spare::default(),
             wake_sent: false,
             packing: None,
             dirty_since: None,
@@ -488,7 +516,8 @@ impl State {
             assert!(end > start, "empty write in flight at {start}");
             prev_end = end;
         }
-        let (mut writes, mut callers, mut syncs) = (0, 0, Vec::new());
+        // (No allocation here: tests/no_alloc.rs counts a debug build's commits too.)
+        let (mut writes, mut callers, mut syncs, mut sync) = (0, 0, 0, None);
         for (k, op) in &self.ops {
             match op {
                 Op::Write(w) => {
@@ -501,7 +530,7 @@ impl State {
                         w.offset
                     );
                 }
-                Op::Sync(_) => syncs.push(k),
+                Op::Sync(_) => (syncs, sync) = (syncs + 1, Some(k)),
                 Op::Size(_) => {}
             }
         }
@@ -512,8 +541,11 @@ impl State {
             "caller_writes vs leaders' write ops"
         );
         assert_eq!(
-            syncs,
-            self.sync_inflight.into_iter().collect::<Vec<_>>(),
+            (syncs, sync),
+            (
+                usize::from(self.sync_inflight.is_some()),
+                self.sync_inflight
+            ),
             "sync_inflight vs sync ops"
         );
         for &k in &self.resubmit {
@@ -626,8 +658,17 @@ impl State {
 
     /// The forcers whose waiters changed (a result, or their turn to lead) since the
     /// last call: the caller wakes them after releasing the lock.
-    pub(crate) fn take_wakes(&mut self) -> Vec<Notify> {
-        std::mem::take(&mut self.to_wake)
+    ///
+    /// They are swapped into `into` (empty), which leaves its capacity here: waking
+    /// allocates nothing in steady state.
+    pub(crate) fn take_wakes(&mut self, into: &mut Vec<Notify>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.to_wake, into);
+    }
+
+    /// Whether some forcer is to be woken (`take_wakes`).
+    pub(crate) fn has_wakes(&self) -> bool {
+        !self.to_wake.is_empty()
     }
 
     /// The waiter's result once decided (removing the waiter).
@@ -1021,7 +1062,7 @@ impl State {
     /// vectored write, up to the size and iovec limits.
     fn start_run(&mut self, start: u64, lim: &Limits, now: Instant, hold_open: bool) -> usize {
         let key = self.ops.vacant_key();
-        let mut segs = Vec::new();
+        let (mut segs, iov) = self.spare.runs.pop().unwrap_or_default();
         let mut seq = u64::MAX;
         let mut end = start;
         loop {
@@ -1046,7 +1087,7 @@ impl State {
             len: end - start,
             done: 0,
             segs,
-            iov: IoVecs(Vec::new()),
+            iov: IoVecs(iov),
             seq,
             retries: 0,
             pushed_at: now,
@@ -1169,13 +1210,24 @@ impl State {
         if !can_lead || !self.resubmit.is_empty() || !self.dirty_fits_a_lead(lim) {
             return Next::WakeSubmitter;
         }
-        let served: Vec<usize> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.sync.is_none() && w.result.is_none())
-            .filter(|(_, w)| self.min_in_flight(w.range, None) > w.target)
-            .map(|(k, _)| k)
-            .collect();
+        let mut served = std::mem::take(&mut self.spare.served);
+        served.clear();
+        served.extend(
+            self.waiters
+                .iter()
+                .filter(|(_, w)| w.sync.is_none() && w.result.is_none())
+                .filter(|(_, w)| self.min_in_flight(w.range, None) > w.target)
+                .map(|(k, _)| k),
+        );
+        let lead = self.lead_for(&served, lim, now, me);
+        served.clear();
+        self.spare.served = served;
+        lead
+    }
+
+    /// The rest of [`next_step`](State::next_step), for the forcers `served` that a sync
+    /// now would serve.
+    fn lead_for(&mut self, served: &[usize], lim: &Limits, now: Instant, me: usize) -> Next {
         if served.is_empty() {
             // Waiting for writes the engine has in flight, or a size change: their
             // completions serve us (a size change not issued yet needs the submitter).
@@ -1201,7 +1253,7 @@ impl State {
         // Every dirty block goes into this lead, so the sync covers everything but the
         // engine's writes in flight and the size changes not yet completed.
         let covers = self.min_in_flight(None, None).min(self.last_seq + 1);
-        let mut writes = Vec::new();
+        let mut writes = std::mem::take(&mut self.spare.lead_writes);
         // Each run takes the first dirty block left, so the next one lies past its start.
         let mut from = 0;
         loop {
@@ -1224,7 +1276,7 @@ impl State {
             });
         }
         self.dirty_since = None;
-        let sync = self.start_sync(&served, covers, None, writes.len() as u64, now, true);
+        let sync = self.start_sync(served, covers, None, writes.len() as u64, now, true);
         self.stats.leader_syncs += 1;
         let mode = self.sync_mode(sync);
         // Appends led from here never reach `plan`: keep the preallocation window ahead of
@@ -1234,6 +1286,7 @@ impl State {
         let wake_submitter = self.wants_wake(top_up);
         Next::Lead(Lead {
             writes,
+            results: std::mem::take(&mut self.spare.lead_results),
             sync,
             mode,
             wake_submitter,
@@ -1303,21 +1356,20 @@ impl State {
         true
     }
 
-    /// Applies what a lead's syscalls returned (`results[i]` for `lead.writes[i]`; the
-    /// sync's result, or `None` when it did not run because a write fell short or
+    /// Applies what a lead's syscalls returned (`lead.results[i]` for `lead.writes[i]`;
+    /// the sync's result, or `None` when it did not run because a write fell short or
     /// failed). Wakes the forcers served, and hands on: the first forcer still waiting is
     /// woken to lead the next group. Returns whether the submitter must be woken (a write
     /// to resubmit).
     pub(crate) fn finish_lead(
         &mut self,
-        lead: Lead,
-        results: &[i32],
+        mut lead: Lead,
         sync: Option<i32>,
         lim: &Limits,
         now: Instant,
     ) -> bool {
-        debug_assert_eq!(lead.writes.len(), results.len());
-        for (w, &res) in lead.writes.iter().zip(results) {
+        debug_assert_eq!(lead.writes.len(), lead.results.len());
+        for (w, &res) in lead.writes.iter().zip(&lead.results) {
             if let Op::Write(op) = &mut self.ops[w.op] {
                 // Resubmitted, if at all, by the engine.
                 op.caller = false;
@@ -1326,6 +1378,10 @@ impl State {
             self.complete(w.op, res, lim, now);
         }
         self.complete(lead.sync, sync.unwrap_or(-libc::ECANCELED), lim, now);
+        lead.writes.clear();
+        lead.results.clear();
+        self.spare.lead_writes = lead.writes;
+        self.spare.lead_results = lead.results;
         self.hand_on();
         // A size change may have waited for these writes; the submitter sleeps meanwhile
         // (a lead's requests bring it no completion).
@@ -1398,7 +1454,24 @@ impl State {
     fn finish_write(&mut self, key: usize, off: u64) {
         self.inflight.remove(&off);
         self.writes_inflight -= 1;
-        self.ops.remove(key);
+        if let Op::Write(w) = self.ops.remove(key) {
+            self.recycle_run(w);
+        }
+    }
+
+    /// Keeps a finished write's vectors for a later run (its buffers go back to the pool
+    /// now, as they would when it is dropped).
+    fn recycle_run(&mut self, w: WriteOp) {
+        let WriteOp {
+            mut segs,
+            iov: IoVecs(mut iov),
+            ..
+        } = w;
+        if self.spare.runs.len() < SPARE_RUNS {
+            segs.clear();
+            iov.clear();
+            self.spare.runs.push((segs, iov));
+        }
     }
 
     fn complete_sync(&mut self, key: usize, result: i32, now: Instant) {
@@ -1496,6 +1569,12 @@ mod tests {
     use super::*;
     use crate::wb::pool::Pool;
     use std::sync::Arc;
+
+    /// `lead` as `lead::run` leaves it: with what its writes returned.
+    fn ran(mut lead: Lead, results: &[i32]) -> Lead {
+        lead.results.extend_from_slice(results);
+        lead
+    }
 
     fn limits() -> Limits {
         Limits {
@@ -2218,7 +2297,8 @@ mod tests {
         );
         let results = [200, 10];
         f.now += Duration::from_micros(300); // the sync took 300 us
-        let wake = f.st.finish_lead(lead, &results, Some(0), &limits(), f.now);
+        let wake =
+            f.st.finish_lead(ran(lead, &results), Some(0), &limits(), f.now);
         assert!(!wake, "nothing for the submitter");
         assert!(f.st.take_result(a).unwrap().is_ok());
         assert!(f.st.take_result(a2).unwrap().is_ok());
@@ -2247,7 +2327,7 @@ mod tests {
             panic!("c leads after the hold")
         };
         assert_eq!(lead.writes.len(), 2, "b's and c's writes");
-        f.st.finish_lead(lead, &[100, 10], Some(-libc::EIO), &limits(), f.now);
+        f.st.finish_lead(ran(lead, &[100, 10]), Some(-libc::EIO), &limits(), f.now);
         for w in [b, c] {
             assert_eq!(
                 f.st.take_result(w).unwrap().unwrap_err().raw_os_error(),
@@ -2271,7 +2351,7 @@ mod tests {
         let op = lead.writes[0].op;
         f.st.sleeping = true;
         assert!(
-            f.st.finish_lead(lead, &[40], None, &limits(), f.now),
+            f.st.finish_lead(ran(lead, &[40]), None, &limits(), f.now),
             "wake to resubmit"
         );
         assert!(f.st.take_result(a).is_none(), "not durable");
@@ -2690,7 +2770,7 @@ mod tests {
             panic!("the block is free once the ftruncate completed")
         };
         assert_eq!((lead.writes[0].offset, lead.writes[0].len), (3000, 100));
-        f.st.finish_lead(lead, &[100], Some(0), &limits(), f.now);
+        f.st.finish_lead(ran(lead, &[100]), Some(0), &limits(), f.now);
         assert!(f.st.take_result(w).unwrap().is_ok());
     }
 
@@ -2710,7 +2790,7 @@ mod tests {
             panic!("the forcer from before the set_len can be served: a lead")
         };
         assert_eq!((lead.writes[0].offset, lead.writes[0].len), (0, 200));
-        f.st.finish_lead(lead, &[200], Some(0), &limits(), f.now);
+        f.st.finish_lead(ran(lead, &[200]), Some(0), &limits(), f.now);
         assert!(f.st.take_result(before).unwrap().is_ok());
         assert!(
             f.st.take_result(after).is_none(),
@@ -2751,7 +2831,7 @@ mod tests {
         );
         f.st.sleeping = true;
         assert!(
-            f.st.finish_lead(lead, &[4096], Some(0), &limits(), f.now),
+            f.st.finish_lead(ran(lead, &[4096]), Some(0), &limits(), f.now),
             "the submitter must be woken for the punch"
         );
         assert_eq!(size_ops(&f.plan_forced()).len(), 1);
@@ -2770,7 +2850,7 @@ mod tests {
             panic!("a small append leads")
         };
         assert!(lead.wake_submitter, "the window must be filled");
-        f.st.finish_lead(lead, &[100], Some(0), &limits(), f.now);
+        f.st.finish_lead(ran(lead, &[100]), Some(0), &limits(), f.now);
         assert!(f.st.take_result(a).unwrap().is_ok());
         let fill = size_ops(&f.plan());
         let Op::Size(op) = f.st.op(fill[0]) else {
@@ -2788,7 +2868,7 @@ mod tests {
             panic!("an append below the fill leads while the fill is in flight")
         };
         assert!(!lead.wake_submitter, "the window is being filled");
-        f.st.finish_lead(lead, &[100], Some(0), &limits(), f.now);
+        f.st.finish_lead(ran(lead, &[100]), Some(0), &limits(), f.now);
         assert!(f.st.take_result(b).unwrap().is_ok());
         f.st.complete(fill[0], 0, &limits(), f.now);
         assert_eq!(f.st.failed, None);
