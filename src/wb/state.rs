@@ -179,6 +179,16 @@ struct Spare {
     served: Vec<usize>,
 }
 
+impl Spare {
+    /// Whether every vector kept is empty (what makes `Spare` `Send`).
+    fn is_empty(&self) -> bool {
+        self.runs.iter().all(|(s, i)| s.is_empty() && i.is_empty())
+            && self.lead_writes.is_empty()
+            && self.lead_results.is_empty()
+            && self.served.is_empty()
+    }
+}
+
 /// Runs kept in [`Spare`]: enough for the writes in flight of a usual pass.
 const SPARE_RUNS: usize = 32;
 
@@ -489,6 +499,7 @@ impl State {
     /// extent's growth may write).
     pub(crate) fn check_invariants(&self) {
         self.index.check_invariants();
+        debug_assert!(self.spare.is_empty(), "a spare vector holds something");
         #[cfg(debug_assertions)]
         if self.ops.len() <= 256 {
             for (_, op) in &self.ops {
@@ -2987,6 +2998,14 @@ mod tests {
             assert_eq!(writes.len(), 2, "two runs in flight");
             f.st.check_invariants();
             (f, key)
+        }
+
+        #[test]
+        #[should_panic(expected = "a spare vector holds something")]
+        fn spare_vector_not_emptied() {
+            let (mut f, _) = busy();
+            f.st.spare.lead_results.push(0);
+            f.st.check_invariants();
         }
 
         #[test]
