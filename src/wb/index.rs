@@ -353,18 +353,16 @@ impl Index {
         }
     }
 
-    fn flushing_by(&self, op: usize, off: u64, end: u64) -> Vec<u64> {
-        self.overlapping(off, end)
-            .filter(|(_, b)| b.flushing == Some(op))
-            .map(|(s, _)| s)
-            .collect()
-    }
-
-    /// `op` finished writing `[off, end)`: its blocks leave the index (their bytes are in
-    /// the file now). Blocks rewritten meanwhile are newer and stay.
-    pub(crate) fn complete(&mut self, op: usize, off: u64, end: u64) {
-        // The starts are gathered a batch at a time on the stack: a completion allocates
-        // nothing (tests/no_alloc.rs) and still walks its range once per batch.
+    /// Takes every block `op` is writing in `[off, end)` out of the map and hands it to
+    /// `f` with its start. The starts are gathered a batch at a time on the stack: a
+    /// completion allocates nothing (tests/no_alloc.rs) and walks its range once per batch.
+    fn take_flushing_by(
+        &mut self,
+        op: usize,
+        off: u64,
+        end: u64,
+        mut f: impl FnMut(&mut Self, u64, Block),
+    ) {
         let mut from = off;
         loop {
             let mut batch = [0u64; 32];
@@ -379,8 +377,9 @@ impl Index {
                     }
                 }
             }
-            for s in &batch[..n] {
-                self.map.remove(s);
+            for &s in &batch[..n] {
+                let b = self.map.remove(&s).expect("just found");
+                f(self, s, b);
             }
             if n < batch.len() {
                 break;
@@ -388,13 +387,18 @@ impl Index {
         }
     }
 
+    /// `op` finished writing `[off, end)`: its blocks leave the index (their bytes are in
+    /// the file now). Blocks rewritten meanwhile are newer and stay.
+    pub(crate) fn complete(&mut self, op: usize, off: u64, end: u64) {
+        self.take_flushing_by(op, off, end, |_, _, _| {});
+    }
+
     /// `op` failed: its blocks become dirty again (and stay readable).
     pub(crate) fn unflush(&mut self, op: usize, off: u64, end: u64) {
-        for s in self.flushing_by(op, off, end) {
-            let mut b = self.map.remove(&s).expect("listed");
+        self.take_flushing_by(op, off, end, |index, s, mut b| {
             b.flushing = None;
-            self.put(s, b);
-        }
+            index.put(s, b);
+        });
         self.prune();
     }
 
