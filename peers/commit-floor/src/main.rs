@@ -14,7 +14,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const RECORD: usize = 512;
@@ -26,11 +27,35 @@ struct Log {
     group_start: usize,
     /// Records in the open group.
     arrived: usize,
-    /// Groups made durable; a follower waits for this to pass its group's number.
-    durable_groups: u64,
+    /// The open group's number (it wraps; followers compare it for equality only).
+    group: u32,
     stop: bool,
     commits: u64,
     syncs: u64,
+}
+
+struct Shared {
+    log: Mutex<Log>,
+    /// The number of groups made durable (wrapping): followers sleep on it with `FUTEX_WAIT`
+    /// and the leader wakes them all with one `FUTEX_WAKE`, so a woken follower takes no
+    /// lock on its way out.
+    durable: AtomicU32,
+    /// Set at the end, for the followers of the group left open.
+    stop: AtomicBool,
+}
+
+fn futex(word: &AtomicU32, op: libc::c_int, val: u32) {
+    // SAFETY: `word` is a live, aligned 32-bit atomic for the duration of the call; no
+    // timeout or second address is passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op | libc::FUTEX_PRIVATE_FLAG,
+            val,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
 }
 
 fn process_cpu() -> Duration {
@@ -44,37 +69,46 @@ fn process_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn committer(file: &File, shared: &(Mutex<Log>, Condvar), threads: usize) {
-    let (lock, cv) = shared;
+fn committer(file: &File, shared: &Shared, threads: usize) {
     let record = [0x5au8; RECORD];
-    let mut log = lock.lock().unwrap();
-    while !log.stop {
+    let mut chunk = Vec::with_capacity(threads * RECORD);
+    loop {
+        let mut log = shared.log.lock().unwrap();
+        if log.stop {
+            return;
+        }
         if log.bytes.len() + RECORD > FILE_BYTES as usize {
             log.bytes.clear();
             log.group_start = 0;
         }
         log.bytes.extend_from_slice(&record);
-        let group = log.durable_groups;
+        let group = log.group;
         log.arrived += 1;
-        if log.arrived == threads {
-            // The last record of the group: write and sync it outside the lock.
-            let (from, to) = (log.group_start, log.bytes.len());
-            let chunk = log.bytes[from..to].to_vec();
-            log.arrived = 0;
-            log.group_start = to;
+        if log.arrived < threads {
             drop(log);
-            file.write_all_at(&chunk, from as u64).expect("pwrite");
-            file.sync_data().expect("fdatasync");
-            log = lock.lock().unwrap();
-            log.durable_groups += 1;
-            log.syncs += 1;
-            log.commits += threads as u64;
-            cv.notify_all();
-        } else {
-            while log.durable_groups == group && !log.stop {
-                log = cv.wait(log).unwrap();
+            while shared.durable.load(Ordering::Acquire) != group.wrapping_add(1)
+                && !shared.stop.load(Ordering::SeqCst)
+            {
+                futex(&shared.durable, libc::FUTEX_WAIT, group);
             }
+            continue;
         }
+        // The last record of the group: write and sync it outside the lock.
+        let from = log.group_start;
+        chunk.clear();
+        chunk.extend_from_slice(&log.bytes[from..]);
+        log.group_start = log.bytes.len();
+        log.arrived = 0;
+        log.group = group.wrapping_add(1);
+        log.syncs += 1;
+        log.commits += threads as u64;
+        drop(log);
+        file.write_all_at(&chunk, from as u64).expect("pwrite");
+        file.sync_data().expect("fdatasync");
+        shared
+            .durable
+            .store(group.wrapping_add(1), Ordering::Release);
+        futex(&shared.durable, libc::FUTEX_WAKE, i32::MAX as u32);
     }
 }
 
@@ -99,18 +133,19 @@ fn main() {
     }
     file.sync_all().expect("fsync");
     let file = Arc::new(file);
-    let shared = Arc::new((
-        Mutex::new(Log {
+    let shared = Arc::new(Shared {
+        log: Mutex::new(Log {
             bytes: Vec::with_capacity(FILE_BYTES as usize),
             group_start: 0,
             arrived: 0,
-            durable_groups: 0,
+            group: 0,
             stop: false,
             commits: 0,
             syncs: 0,
         }),
-        Condvar::new(),
-    ));
+        durable: AtomicU32::new(0),
+        stop: AtomicBool::new(false),
+    });
     let (t0, cpu0) = (Instant::now(), process_cpu());
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -119,13 +154,19 @@ fn main() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(secs));
-    shared.0.lock().unwrap().stop = true;
-    shared.1.notify_all();
+    shared.log.lock().unwrap().stop = true;
+    shared.stop.store(true, Ordering::SeqCst);
+    let (wall, cpu) = (t0.elapsed(), process_cpu() - cpu0);
+    // The followers of the group left open never see it durable: wake them until all are
+    // out (one may check `stop` just before it is set and sleep just after a wake-up).
+    while workers.iter().any(|w| !w.is_finished()) {
+        futex(&shared.durable, libc::FUTEX_WAKE, i32::MAX as u32);
+        std::thread::sleep(Duration::from_millis(1));
+    }
     for w in workers {
         w.join().unwrap();
     }
-    let (wall, cpu) = (t0.elapsed(), process_cpu() - cpu0);
-    let log = shared.0.lock().unwrap();
+    let log = shared.log.lock().unwrap();
     println!(
         "commit-floor threads={threads}: {:.0} commits/s, {:.2} commits/sync, {:.2} us CPU/commit",
         log.commits as f64 / wall.as_secs_f64(),
