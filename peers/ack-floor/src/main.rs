@@ -7,10 +7,12 @@
 //! `(offset, buffer, slot)` to a list. No index, no lock, no statistics: a handle also has to
 //! find the page again for reads, so it does at least this. A full buffer goes to one of 16
 //! flusher threads, which writes its pages with `O_DIRECT` `pwrite`s and puts it back on the
-//! free list (64 MiB of buffers in all, the library's default budget). A force sends the partly
-//! filled buffer, waits until the flusher has written everything, and `fdatasync`s.
+//! free list (`BUFFERS` of them; by default 64 MiB, the library's default budget). A force
+//! sends the partly filled buffer, waits until the flushers have written everything, and
+//! `fdatasync`s.
 //!
-//! Usage: `ack-floor DIR [SECONDS=3]`. Prints writes/s and the write time's p50 and p99.
+//! Usage: `ack-floor DIR [SECONDS=3] [BUFFERS=1024]`. Prints writes/s and the write time's
+//! p50 and p99.
 
 use std::alloc::{alloc, Layout};
 use std::fs::OpenOptions;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 const PAGE: usize = 4096;
 const BUFFER: usize = 64 << 10;
+/// 64 KiB buffers by default: 64 MiB, the library's default budget.
 const BUFFERS: usize = 1024;
 const FILE_BYTES: u64 = 1 << 30;
 const FORCE_EVERY: u64 = 1000;
@@ -60,6 +63,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::Path::new(args.get(1).expect("usage: ack-floor DIR [SECONDS]"));
     let secs: f64 = args.get(2).map_or(3.0, |s| s.parse().expect("SECONDS"));
+    let buffers: usize = args.get(3).map_or(BUFFERS, |s| s.parse().expect("BUFFERS"));
+    assert!(buffers >= 2, "BUFFERS: at least 2");
     let path = dir.join("ack-floor.dat");
     let file = OpenOptions::new()
         .read(true)
@@ -83,9 +88,9 @@ fn main() {
 
     // The free list (LIFO), the flusher's queue of (buffer, page offsets), and its acks.
     let free = Arc::new(Mutex::new(
-        (0..BUFFERS).map(|_| Buffer::new()).collect::<Vec<_>>(),
+        (0..buffers).map(|_| Buffer::new()).collect::<Vec<_>>(),
     ));
-    let (to_flush, flush_rx) = sync_channel::<(Buffer, Vec<u64>)>(BUFFERS);
+    let (to_flush, flush_rx) = sync_channel::<(Buffer, Vec<u64>)>(buffers);
     let (flushed_tx, flushed) = channel::<()>();
     let flush_rx = Arc::new(Mutex::new(flush_rx));
     let flushers: Vec<_> = (0..FLUSHERS)
