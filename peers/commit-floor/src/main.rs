@@ -1,8 +1,8 @@
 //! The floor of a group commit: `N` threads append 512-byte records to a shared log; each
 //! group is exactly `N` records, and the thread whose record completes it leads: one `pwrite`
-//! of the group's bytes and one `fdatasync`, then one `notify_all`. The others sleep on a
-//! condition variable until their group is durable. The file is zero-filled and synced
-//! beforehand, so no sync changes its size or allocates blocks.
+//! of the group's bytes and one `fdatasync`, then one `FUTEX_WAKE` of all. The others sleep
+//! with `FUTEX_WAIT` on the count of durable groups until theirs is durable. The file is
+//! zero-filled and synced beforehand, so no sync changes its size or allocates blocks.
 //!
 //! Nothing here can be left out by a library that acknowledges a commit only when it is
 //! durable: per group one write and one sync, and per follower one sleep and one wake-up.
@@ -29,7 +29,6 @@ struct Log {
     arrived: usize,
     /// The open group's number (it wraps; followers compare it for equality only).
     group: u32,
-    stop: bool,
     commits: u64,
     syncs: u64,
 }
@@ -40,7 +39,8 @@ struct Shared {
     /// and the leader wakes them all with one `FUTEX_WAKE`, so a woken follower takes no
     /// lock on its way out.
     durable: AtomicU32,
-    /// Set at the end, for the followers of the group left open.
+    /// Set at the end: committers leave at their next record, and the followers of the
+    /// group left open without waiting for it.
     stop: AtomicBool,
 }
 
@@ -74,7 +74,7 @@ fn committer(file: &File, shared: &Shared, threads: usize) {
     let mut chunk = Vec::with_capacity(threads * RECORD);
     loop {
         let mut log = shared.log.lock().unwrap();
-        if log.stop {
+        if shared.stop.load(Ordering::SeqCst) {
             return;
         }
         if log.bytes.len() + RECORD > FILE_BYTES as usize {
@@ -139,7 +139,6 @@ fn main() {
             group_start: 0,
             arrived: 0,
             group: 0,
-            stop: false,
             commits: 0,
             syncs: 0,
         }),
@@ -154,7 +153,6 @@ fn main() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(secs));
-    shared.log.lock().unwrap().stop = true;
     shared.stop.store(true, Ordering::SeqCst);
     let (wall, cpu) = (t0.elapsed(), process_cpu() - cpu0);
     // The followers of the group left open never see it durable: wake them until all are
