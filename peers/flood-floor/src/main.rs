@@ -4,8 +4,9 @@
 //!   bench's `pwrite` backend does.
 //! - `behind`: the least a write-behind of a buffered file does. A's writer copies each block
 //!   into 1 MiB chunks (64 of them, 64 MiB, as the library's default budget) and returns; one
-//!   flusher thread `pwrite`s each full chunk into the page cache and hands it back. The
-//!   writer waits only when all 64 are full.
+//!   flusher thread `pwrite`s each full chunk into the page cache, `PIECE` bytes at a time,
+//!   and hands it back. The writer waits only when all 64 are full. Its writes/s count the
+//!   blocks copied, up to 64 MiB of which may not have reached the page cache at the end.
 //!
 //! In both, B appends a 4 KiB page with `pwrite` and `fdatasync`s it in a loop; each
 //! `fdatasync` is timed, as the bench times B's `force`. A is 1 GiB, zero-filled beforehand
