@@ -14,7 +14,7 @@
 //! Usage: `ack-floor DIR [SECONDS=3] [BUFFERS=1024]`. Prints writes/s and the write time's
 //! p50 and p99.
 
-use std::alloc::{alloc, Layout};
+use std::alloc::{alloc, dealloc, Layout};
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::mpsc::{channel, sync_channel};
@@ -37,17 +37,28 @@ struct Buffer(*mut u8);
 // flusher through a channel, and gets it back through the free list.
 unsafe impl Send for Buffer {}
 
+fn layout() -> Layout {
+    Layout::from_size_align(BUFFER, PAGE).unwrap()
+}
+
 impl Buffer {
     fn new() -> Buffer {
-        let layout = Layout::from_size_align(BUFFER, PAGE).unwrap();
         // SAFETY: the layout has a non-zero size.
-        let p = unsafe { alloc(layout) };
+        let p = unsafe { alloc(layout()) };
         assert!(!p.is_null());
         Buffer(p)
     }
     fn slot(&mut self, i: usize) -> &mut [u8] {
+        assert!(i < BUFFER / PAGE);
         // SAFETY: `i < BUFFER / PAGE`, so the slot lies inside the allocation.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(i * PAGE), PAGE) }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from `alloc(layout())` and is freed only here.
+        unsafe { dealloc(self.0, layout()) };
     }
 }
 
