@@ -160,15 +160,14 @@ fn main() {
         _ => panic!("{usage}"),
     };
     let secs: f64 = args.get(3).map_or(3.0, |s| s.parse().expect("SECONDS"));
-    let piece: usize = match (spin, args.get(4)) {
-        (_, Some(s)) => s.parse().expect("PIECE or N"),
-        (true, None) => 2,
-        (false, None) => CHUNK,
+    // The fourth word is the flusher's piece size for `behind`, the spinner count for `spin`.
+    let fourth: Option<usize> = args.get(4).map(|s| s.parse().expect("PIECE or N"));
+    let (piece, spinners) = if spin {
+        (CHUNK, fourth.unwrap_or(2))
+    } else {
+        (fourth.unwrap_or(CHUNK), 0)
     };
-    assert!(
-        spin || (BLOCK..=CHUNK).contains(&piece),
-        "PIECE in 4096..=1048576"
-    );
+    assert!((BLOCK..=CHUNK).contains(&piece), "PIECE in 4096..=1048576");
     let idle = match args.get(5).map(String::as_str) {
         None | Some("normal") => false,
         Some("idle") => true,
@@ -192,7 +191,7 @@ fn main() {
         if spin {
             std::thread::spawn(move || {
                 let sink = Arc::new(AtomicU64::new(0));
-                let spinners: Vec<_> = (0..piece)
+                let threads: Vec<_> = (0..spinners)
                     .map(|_| {
                         let (stop, sink) = (stop.clone(), sink.clone());
                         std::thread::spawn(move || {
@@ -203,8 +202,8 @@ fn main() {
                         })
                     })
                     .collect();
-                for s in spinners {
-                    s.join().unwrap();
+                for t in threads {
+                    t.join().unwrap();
                 }
                 0
             })
@@ -243,7 +242,7 @@ fn main() {
     println!(
         "flood-floor {}: A {:.0} writes/s; B fdatasync p50 {:.0} us, p99 {:.0} us, {} syncs",
         match (spin, behind, idle) {
-            (true, _, i) => format!("spin, {piece} {} threads", policy(i)),
+            (true, _, i) => format!("spin, {spinners} {} threads", policy(i)),
             (_, true, i) => format!("behind, {piece} B pieces, {} flusher", policy(i)),
             _ => "plain".to_string(),
         },
